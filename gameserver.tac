@@ -1,0 +1,30 @@
+# Run with: twistd -ny gameserver.tac
+#
+# The same service as `twistd -n gameserver`, configured from environment
+# variables instead of the command line.  Each option --some-name is read from
+# GAMESERVER_SOME_NAME; unset or empty variables keep the option's default
+# (see `twistd gameserver --help`):
+#
+#   GAMESERVER_PORT          port number or endpoint description  [8080]
+#   GAMESERVER_SESSION_TTL   seconds a session key lives          [600]
+#   GAMESERVER_SESSIONS      stored | signed                      [stored]
+#   GAMESERVER_SECRET_FILE   HMAC secret file for signed sessions
+#   GAMESERVER_ACCESS_LOG    combined-format access log file      [off]
+#
+# Example: GAMESERVER_PORT=tcp:8080:interface=127.0.0.1 twistd -ny gameserver.tac
+
+import os
+import sys
+
+from twisted.application.service import Application
+from twisted.python.usage import UsageError
+
+from gameserver.server_tap import makeService, options_from_environment
+
+try:
+    options = options_from_environment(os.environ)
+except UsageError as e:
+    sys.exit(f"gameserver.tac: {e}")
+
+application = Application("gameserver")
+makeService(options).setServiceParent(application)

@@ -1,0 +1,70 @@
+"""
+The scores domain: logins, score posts and high-score lists.
+"""
+
+from typing import Protocol, TypeAlias, TypeVar, Union
+
+from twisted.internet.defer import Deferred
+
+from gameserver.leaderboard import Leaderboards
+from gameserver.sessions import SessionStore
+
+T = TypeVar("T")
+
+# A backend answers at once when it can (memory) or with a Deferred when it
+# must wait (a durable store's commit, a Redis round trip).  The web layer
+# handles both, so the in-memory path never pays for a Deferred.
+Outcome: TypeAlias = Union[T, "Deferred[T]"]
+
+
+class ScoresBackend(Protocol):
+    """
+    What the web layer needs from a scores store, whatever keeps the state.
+    """
+
+    def login(self, user: int) -> Outcome[bytes]:
+        """
+        Return a new session key for C{user}.
+        """
+
+    def post_score(self, key: bytes, level: int, score: int) -> Outcome[bool]:
+        """
+        Record C{score} on C{level} for the user of C{key}; return L{False}
+        (recording nothing) if the key is not live.
+        """
+
+    def high_score_list(self, level: int) -> Outcome[bytes]:
+        """
+        Return the high-score list body of C{level}.
+        """
+
+    def stop(self) -> None:
+        """
+        Release timers and connections; the backend is not used any more.
+        """
+
+
+class MemoryScores:
+    """
+    Sessions and leaderboards held in this process, answering synchronously.
+    """
+
+    def __init__(self, sessions: SessionStore, boards: Leaderboards) -> None:
+        self.sessions = sessions
+        self.boards = boards
+
+    def login(self, user: int) -> bytes:
+        return self.sessions.issue(user)
+
+    def post_score(self, key: bytes, level: int, score: int) -> bool:
+        user = self.sessions.user_for(key)
+        if user is None:
+            return False
+        self.boards.record(level, user, score)
+        return True
+
+    def high_score_list(self, level: int) -> bytes:
+        return self.boards.body(level)
+
+    def stop(self) -> None:
+        self.sessions.stop()

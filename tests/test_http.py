@@ -1,0 +1,236 @@
+"""
+HTTP behaviour of the real site on 127.0.0.1: keep-alive, pipelining, chunked
+bodies, C{Expect: 100-continue}, HTTP/1.0, body limits, the access log.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.trial.unittest import TestCase
+
+from gameserver.server_tap import Options, make_site
+from gameserver.site import MAX_BODY, GameSite
+from tests.support import ANY_PORT, raw_exchange, split_responses
+
+
+class SiteTestCase(TestCase):
+    """
+    Serves a fresh gameserver site on a free port of 127.0.0.1.
+    """
+
+    async def serve(self, *argv: str) -> int:
+        options = Options()
+        options.parseOptions(list(argv))
+        site, scores = make_site(options, reactor)
+        self.site: GameSite = site
+        port = await serverFromString(reactor, ANY_PORT).listen(site)
+        self.addCleanup(scores.stop)
+        self.addCleanup(port.stopListening)
+        self.port: int = int(port.getHost().port)
+        return self.port
+
+    async def exchange(
+        self, *chunks: bytes, pause: float = 0.0
+    ) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+        return split_responses(await raw_exchange(self.port, chunks, pause))
+
+    async def login(self, user: int) -> bytes:
+        [(code, _, key)] = await self.exchange(
+            b"GET /%d/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % user
+        )
+        self.assertEqual(code, 200)
+        return key
+
+
+def post(level: int, key: bytes, body: bytes, close: bool = False) -> bytes:
+    return (
+        b"POST /%d/score?sessionkey=%s HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: %d\r\n%s\r\n%s"
+        % (level, key, len(body), b"Connection: close\r\n" if close else b"", body)
+    )
+
+
+LIST_CLOSE = b"GET /2/highscorelist HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+class HTTPTests(SiteTestCase):
+    """
+    The contract's HTTP section, over TCP.
+    """
+
+    async def test_keep_alive(self) -> None:
+        """Several requests are answered on one persistent HTTP/1.1 connection."""
+        await self.serve()
+        key = await self.login(1)
+        responses = await self.exchange(
+            post(2, key, b"10"), post(2, key, b"20"), LIST_CLOSE, pause=0.05
+        )
+        self.assertEqual([r[0] for r in responses], [200, 200, 200])
+        self.assertEqual(responses[2][2], b"1=20")
+
+    async def test_pipelining(self) -> None:
+        """Pipelined requests sent in one packet are answered in order."""
+        await self.serve()
+        key = await self.login(4711)
+        responses = await self.exchange(
+            post(2, key, b"1500")
+            + b"GET /2/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"GET /x/login HTTP/1.1\r\nHost: x\r\n\r\n"
+            + LIST_CLOSE
+        )
+        self.assertEqual([r[0] for r in responses], [200, 200, 404, 400, 200])
+        self.assertEqual(responses[1][2], b"4711=1500")
+
+    async def test_chunked_body(self) -> None:
+        """A chunked score body is accepted."""
+        await self.serve()
+        key = await self.login(1)
+        responses = await self.exchange(
+            b"POST /2/score?sessionkey=%s HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\n15\r\n2\r\n00\r\n0\r\n\r\n"
+            % key
+            + LIST_CLOSE
+        )
+        self.assertEqual([r[0] for r in responses], [200, 200])
+        self.assertEqual(responses[1][2], b"1=1500")
+
+    async def test_expect_continue(self) -> None:
+        """Expect: 100-continue gets 100 Continue before the body is sent."""
+        await self.serve()
+        key = await self.login(1)
+        raw = await raw_exchange(
+            self.port,
+            [
+                b"POST /2/score?sessionkey=%s HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 2\r\nExpect: 100-continue\r\n"
+                b"Connection: close\r\n\r\n" % key,
+                b"42",
+            ],
+            pause=0.2,
+        )
+        self.assertTrue(
+            raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), raw
+        )
+
+    async def test_http10(self) -> None:
+        """An HTTP/1.0 request is answered and the connection closed."""
+        await self.serve()
+        [(code, _, body)] = await self.exchange(
+            b"GET /2/highscorelist HTTP/1.0\r\n\r\n"
+        )
+        self.assertEqual((code, body), (200, b""))
+
+    async def test_head(self) -> None:
+        """HEAD answers the GET headers with no body."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port,
+            [b"HEAD /2/highscorelist HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(raw.endswith(b"\r\n\r\n"), raw)
+
+    async def test_score_body_over_1k(self) -> None:
+        """A 2 KiB score body gets 413 and the connection keeps serving."""
+        await self.serve()
+        key = await self.login(1)
+        responses = await self.exchange(
+            post(2, key, b"1" * 2048), post(2, key, b"7"), LIST_CLOSE
+        )
+        self.assertEqual([r[0] for r in responses], [413, 200, 200])
+        self.assertEqual(responses[2][2], b"1=7")
+
+    async def test_huge_content_length(self) -> None:
+        """A Content-Length over the site limit gets 413 at once, and the server
+        goes on serving other connections."""
+        await self.serve()
+        key = await self.login(1)
+        raw = await raw_exchange(
+            self.port,
+            [
+                b"POST /2/score?sessionkey=%s HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 10000000000\r\n\r\n" % key + b"1" * 100_000
+            ],
+        )
+        [(code, headers, _)] = split_responses(raw)
+        self.assertEqual(code, 413)
+        self.assertEqual(headers[b"connection"], b"close")
+        [(code, _, body)] = await self.exchange(LIST_CLOSE)
+        self.assertEqual((code, body), (200, b""))
+
+    async def test_huge_expect_continue(self) -> None:
+        """An oversized body announced with Expect: 100-continue is refused
+        without inviting it."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port,
+            [
+                b"POST /2/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1)
+            ],
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413"), raw)
+        self.assertNotIn(b"100 Continue", raw)
+
+    async def test_huge_chunked_body(self) -> None:
+        """A chunked body growing over the site limit gets 413."""
+        await self.serve()
+        chunk = b"%x\r\n%s\r\n" % (8192, b"1" * 8192)
+        raw = await raw_exchange(
+            self.port,
+            [
+                b"POST /2/score HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 10
+            ],
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413"), raw)
+
+    async def test_malformed_request(self) -> None:
+        """A malformed request line gets 400, never 500."""
+        await self.serve()
+        raw = await raw_exchange(self.port, [b"NONSENSE\r\n\r\n"])
+        self.assertTrue(raw.startswith(b"HTTP/1.1 400"), raw)
+
+    async def test_both_length_and_chunked(self) -> None:
+        """A request with both Content-Length and Transfer-Encoding gets 400."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port,
+            [
+                b"POST /2/score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n2\r\n15\r\n0\r\n\r\n"
+            ],
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 400"), raw)
+
+
+class AccessLogTests(SiteTestCase):
+    """
+    The access log is off by default and costs nothing then.
+    """
+
+    async def test_off_by_default(self) -> None:
+        """Without --access-log nothing is formatted: the formatter is never called."""
+        await self.serve()
+
+        def explode(*args: object) -> str:
+            raise AssertionError("formatted an access log line")
+
+        self.site._logFormatter = explode
+        [(code, _, _)] = await self.exchange(LIST_CLOSE)
+        self.assertEqual(code, 200)
+        self.assertIsNone(self.site._logDateTimeCall)
+
+    async def test_combined_format(self) -> None:
+        """With --access-log each request is a combined-format line in the file."""
+        path = self.mktemp()
+        await self.serve("--access-log", path)
+        await self.exchange(LIST_CLOSE)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(
+            lines[0],
+            r'^"127\.0\.0\.1" - - \[.+\] '
+            r'"GET /2/highscorelist HTTP/1\.1" 200 - "-" "-"$',
+        )

@@ -1,0 +1,439 @@
+"""
+Tests for L{gameserver.web}: every status code and body of the scores API,
+through C{treq.testing.StubTreq}.
+"""
+
+import re
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+
+from gameserver.leaderboard import Leaderboards
+from gameserver.scores import MemoryScores
+from gameserver.sessions import SignedSessions, StoredSessions
+from gameserver.web import GameRoot
+
+BASE = "http://gameserver.test"
+KEY = re.compile(rb"[A-Za-z0-9]{16,}")
+INVALID_IDS = [
+    "-5",
+    "+5",
+    "1.5",
+    "1e3",
+    "1_000",
+    "%D9%A3",  # ARABIC-INDIC DIGIT THREE
+    "%205",
+    "5%20",
+    "2147483648",
+    "99999999999999999999",
+    "abc",
+    "0x10",
+]
+INVALID_SCORES = [
+    b"-5",
+    b"+5",
+    b"1.5",
+    b"1e3",
+    b"1_000",
+    "\u0663".encode(),
+    b"",
+    b"2147483648",
+    b"abc",
+    b"5 5",
+    b"\xa05",
+    b"1500\x00",
+]
+
+
+class Harness:
+    """
+    A scores API over a Clock, reachable through StubTreq.
+    """
+
+    def __init__(self, signed: bool = False) -> None:
+        self.clock = Clock()
+        sessions = (
+            SignedSessions(self.clock, b"s" * 32)
+            if signed
+            else StoredSessions(self.clock)
+        )
+        self.scores = MemoryScores(sessions, Leaderboards())
+        # StubTreq builds its methods at run time; mypy cannot see them.
+        self.treq: Any = StubTreq(GameRoot(self.scores, relay=_Echo()))
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, Any, bytes]:
+        response = await self.treq.request(method, BASE + path, data=body)
+        return response.code, response.headers, await response.content()
+
+    async def login(self, user: int) -> bytes:
+        code, _, key = await self.request("GET", f"/{user}/login")
+        assert code == 200, code
+        return key
+
+    async def post(self, level: Any, key: bytes | str, score: bytes) -> int:
+        if isinstance(key, bytes):
+            key = key.decode()
+        code, _, _ = await self.request(
+            "POST", f"/{level}/score?sessionkey={key}", score
+        )
+        return code
+
+    async def list(self, level: Any) -> bytes:
+        code, _, body = await self.request("GET", f"/{level}/highscorelist")
+        assert code == 200, code
+        return body
+
+
+class _Echo(Resource):
+    """
+    A stand-in relay that answers with the method it got.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return b"relay " + bytes(request.method)
+
+
+class LoginTests(TestCase):
+    """
+    C{GET /<userid>/login}.
+    """
+
+    async def test_login(self) -> None:
+        """Login answers 200 with a text/plain key of letters and digits."""
+        h = Harness()
+        code, headers, body = await h.request("GET", "/4711/login")
+        self.assertEqual(code, 200)
+        self.assertTrue(KEY.fullmatch(body), body)
+        self.assertEqual(
+            headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"]
+        )
+
+    async def test_login_leading_zeros(self) -> None:
+        """A user id with leading zeros is the same user: 007 is 7."""
+        h = Harness()
+        key = await h.login("007")  # type: ignore[arg-type]
+        self.assertEqual(await h.post(1, key, b"10"), 200)
+        self.assertEqual(await h.list(1), b"7=10")
+
+    async def test_login_new_key_each_time(self) -> None:
+        """Logging in again issues a new key."""
+        h = Harness()
+        self.assertNotEqual(await h.login(1), await h.login(1))
+
+    async def test_login_invalid_user(self) -> None:
+        """A malformed user id answers 400."""
+        h = Harness()
+        for user in INVALID_IDS:
+            code, _, _ = await h.request("GET", f"/{user}/login")
+            self.assertEqual(code, 400, user)
+
+    async def test_login_empty_user(self) -> None:
+        """An empty user id segment answers 400."""
+        h = Harness()
+        code, _, _ = await h.request("GET", "//login")
+        self.assertEqual(code, 400)
+
+    async def test_login_maximum_user(self) -> None:
+        """User 2147483647 can log in."""
+        h = Harness()
+        await h.login(2**31 - 1)
+
+
+class ScoreTests(TestCase):
+    """
+    C{POST /<levelid>/score?sessionkey=<key>}.
+    """
+
+    async def test_post(self) -> None:
+        """A score with a live key answers 200 with an empty body and is listed."""
+        h = Harness()
+        key = await h.login(4711)
+        code, _, body = await h.request(
+            "POST", f"/2/score?sessionkey={key.decode()}", b"1500"
+        )
+        self.assertEqual((code, body), (200, b""))
+        self.assertEqual(await h.list(2), b"4711=1500")
+
+    async def test_post_surrounding_whitespace(self) -> None:
+        """A score body may carry a trailing newline or CRLF and spaces."""
+        h = Harness()
+        key = await h.login(1)
+        self.assertEqual(await h.post(1, key, b"10\n"), 200)
+        self.assertEqual(await h.post(1, key, b" 20\r\n"), 200)
+        self.assertEqual(await h.post(1, key, b"\t30 "), 200)
+        self.assertEqual(await h.list(1), b"1=30")
+
+    async def test_post_missing_key(self) -> None:
+        """A post without a session key answers 401 and records nothing."""
+        h = Harness()
+        code, _, _ = await h.request("POST", "/2/score", b"1500")
+        self.assertEqual(code, 401)
+        code, _, _ = await h.request("POST", "/2/score?sessionkey=", b"1500")
+        self.assertEqual(code, 401)
+        self.assertEqual(await h.list(2), b"")
+
+    async def test_post_unknown_key(self) -> None:
+        """A forged key answers 401 and records nothing."""
+        h = Harness()
+        await h.login(1)
+        for key in ("UICSNDK", "A" * 22, "%00", "x" * 5000):
+            self.assertEqual(await h.post(2, key, b"1500"), 401)
+        self.assertEqual(await h.list(2), b"")
+
+    async def test_post_expired_key(self) -> None:
+        """A key older than 600 s answers 401 and records nothing."""
+        h = Harness()
+        key = await h.login(1)
+        h.clock.advance(599.9)
+        self.assertEqual(await h.post(2, key, b"10"), 200)
+        h.clock.advance(0.1)
+        self.assertEqual(await h.post(2, key, b"20"), 401)
+        self.assertEqual(await h.list(2), b"1=10")
+
+    async def test_post_revoked_key(self) -> None:
+        """In stored mode a re-login revokes the old key: 401."""
+        h = Harness()
+        old = await h.login(1)
+        new = await h.login(1)
+        self.assertEqual(await h.post(2, old, b"10"), 401)
+        self.assertEqual(await h.post(2, new, b"10"), 200)
+
+    async def test_post_signed_keys(self) -> None:
+        """In signed mode both keys of a user stay valid; a forged one is 401."""
+        h = Harness(signed=True)
+        old = await h.login(1)
+        new = await h.login(1)
+        self.assertEqual(await h.post(2, old, b"10"), 200)
+        self.assertEqual(await h.post(2, new, b"20"), 200)
+        forged = (b"1" if new[:1] != b"1" else b"2") + new[1:]
+        self.assertEqual(await h.post(2, forged, b"30"), 401)
+        self.assertEqual(await h.list(2), b"1=20")
+
+    async def test_post_invalid_score(self) -> None:
+        """An invalid score answers 400 and records nothing."""
+        h = Harness()
+        key = await h.login(1)
+        for score in INVALID_SCORES:
+            self.assertEqual(await h.post(2, key, score), 400, score)
+        self.assertEqual(await h.list(2), b"")
+
+    async def test_post_invalid_level(self) -> None:
+        """An invalid level answers 400 and records nothing."""
+        h = Harness()
+        key = await h.login(1)
+        for level in INVALID_IDS:
+            self.assertEqual(await h.post(level, key, b"10"), 400, level)
+
+    async def test_post_too_large(self) -> None:
+        """A body over 1 KiB answers 413, records nothing, and serving goes on."""
+        h = Harness()
+        key = await h.login(1)
+        self.assertEqual(await h.post(2, key, b"0" * 1021 + b"1500"), 413)
+        self.assertEqual(await h.post(2, key, b"0" * 1022 + b"15"), 200)
+        self.assertEqual(await h.list(2), b"1=15")
+
+    async def test_checks_input_before_key(self) -> None:
+        """A bad score with a bad key is 400: input is checked before the key."""
+        h = Harness()
+        self.assertEqual(await h.post(2, "nope", b"x"), 400)
+
+    async def test_best_score_kept(self) -> None:
+        """A lower later score changes nothing."""
+        h = Harness()
+        key = await h.login(1)
+        await h.post(2, key, b"100")
+        await h.post(2, key, b"50")
+        self.assertEqual(await h.list(2), b"1=100")
+
+    async def test_form_content_type_body(self) -> None:
+        """A body sent as a form (curl -d) is still read as the score."""
+        h = Harness()
+        key = await h.login(1)
+        response = await h.treq.post(
+            f"{BASE}/2/score?sessionkey={key.decode()}",
+            data=b"77",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(await h.list(2), b"1=77")
+
+
+class HighScoreListTests(TestCase):
+    """
+    C{GET /<levelid>/highscorelist}.
+    """
+
+    async def test_seed_example(self) -> None:
+        """The seed's example session reads 4711=1500,131=1220."""
+        h = Harness()
+        await h.post(2, await h.login(4711), b"1500")
+        await h.post(2, await h.login(131), b"1220")
+        code, headers, body = await h.request("GET", "/2/highscorelist")
+        self.assertEqual((code, body), (200, b"4711=1500,131=1220"))
+        self.assertEqual(
+            headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"]
+        )
+
+    async def test_empty(self) -> None:
+        """A level with no scores answers 200 with an empty body."""
+        h = Harness()
+        code, _, body = await h.request("GET", "/99/highscorelist")
+        self.assertEqual((code, body), (200, b""))
+
+    async def test_fifteen_entries_ties_first(self) -> None:
+        """At most 15 entries, and ties go to whoever reached the score first."""
+        h = Harness()
+        for user in range(20):
+            await h.post(3, await h.login(user), b"%d" % (100 if user % 2 else user))
+        entries = (await h.list(3)).split(b",")
+        self.assertEqual(len(entries), 15)
+        self.assertEqual(entries[:3], [b"1=100", b"3=100", b"5=100"])
+
+    async def test_invalid_level(self) -> None:
+        """A malformed level id answers 400, not 404."""
+        h = Harness()
+        for level in INVALID_IDS:
+            code, _, _ = await h.request("GET", f"/{level}/highscorelist")
+            self.assertEqual(code, 400, level)
+
+
+class RoutingTests(TestCase):
+    """
+    Unknown paths, wrong methods and HEAD.
+    """
+
+    async def test_unknown_paths(self) -> None:
+        """Unknown paths answer 404."""
+        h = Harness()
+        for path in (
+            "/1",
+            "/1/",
+            "/1/unknown",
+            "/1/login/x",
+            "/1/2/login",
+            "/abc/unknown",
+            "/relay/x",
+        ):
+            code, _, _ = await h.request("GET", path)
+            self.assertEqual(code, 404, path)
+
+    async def test_wrong_method(self) -> None:
+        """A known path with the wrong method answers 405 with an Allow header."""
+        h = Harness()
+        for method, path, allow in (
+            ("POST", "/1/login", "GET, HEAD"),
+            ("DELETE", "/1/login", "GET, HEAD"),
+            ("GET", "/1/score", "POST"),
+            ("PUT", "/1/score", "POST"),
+            ("POST", "/1/highscorelist", "GET, HEAD"),
+        ):
+            code, headers, _ = await h.request(method, path)
+            self.assertEqual(code, 405, (method, path))
+            self.assertEqual(headers.getRawHeaders("allow"), [allow])
+
+    async def test_head(self) -> None:
+        """HEAD on a GET path answers its headers and Content-Length, no body."""
+        h = Harness()
+        await h.post(2, await h.login(4711), b"1500")
+        code, headers, body = await h.request("HEAD", "/2/highscorelist")
+        self.assertEqual((code, body), (200, b""))
+        self.assertEqual(headers.getRawHeaders("content-length"), ["9"])
+
+    async def test_relay_routes(self) -> None:
+        """/relay and POST / go to the relay; other methods on / are 405."""
+        h = Harness()
+        code, _, body = await h.request("POST", "/relay", b"x")
+        self.assertEqual((code, body), (200, b"relay POST"))
+        code, _, body = await h.request("POST", "/", b"x")
+        self.assertEqual((code, body), (200, b"relay POST"))
+        code, headers, _ = await h.request("GET", "/")
+        self.assertEqual(code, 405)
+        self.assertEqual(headers.getRawHeaders("allow"), ["POST"])
+
+    async def test_no_relay(self) -> None:
+        """Without a relay, /relay and / answer 404."""
+        h = Harness()
+        h.treq = StubTreq(GameRoot(h.scores))
+        for method, path in (("POST", "/relay"), ("POST", "/"), ("GET", "/")):
+            code, _, _ = await h.request(method, path)
+            self.assertEqual(code, 404)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"]),
+        segments=st.lists(
+            st.one_of(
+                st.sampled_from(
+                    ["login", "score", "highscorelist", "relay", "1", "007"]
+                ),
+                st.text(max_size=12),
+            ),
+            max_size=4,
+        ),
+        query=st.text(max_size=30),
+        body=st.binary(max_size=1500),
+    )
+    def test_never_500(
+        self, method: str, segments: list[str], query: str, body: bytes
+    ) -> None:
+        """No method, path, query or body produces a 5xx."""
+        from urllib.parse import quote
+
+        h = Harness()
+        path = "/" + "/".join(quote(s, safe="") for s in segments)
+        url = BASE + path + "?" + quote(query, safe="=&")
+        codes: list[int] = []
+        h.treq.request(method, url, data=body).addCallback(
+            lambda r: codes.append(r.code)
+        )
+        h.treq.flush()
+        self.assertEqual(len(codes), 1)
+        self.assertLess(codes[0], 500)
+
+
+class AsyncBackendTests(TestCase):
+    """
+    The web layer serves backends that answer later, as durable stores will.
+    """
+
+    async def test_deferred_outcome(self) -> None:
+        """A Deferred outcome is answered when it fires."""
+        pending: Deferred[bytes] = Deferred()
+
+        class Later(MemoryScores):
+            def high_score_list(self, level: int) -> Any:
+                return pending
+
+        h = Harness()
+        stub: Any = StubTreq(GameRoot(Later(h.scores.sessions, h.scores.boards)))
+        responses: list[Any] = []
+        stub.get(BASE + "/1/highscorelist").addCallback(responses.append)
+        stub.flush()
+        self.assertEqual(responses, [])
+        pending.callback(b"1=2")
+        stub.flush()
+        self.assertEqual(responses[0].code, 200)
+        self.assertEqual(await responses[0].content(), b"1=2")
+
+    async def test_failed_outcome(self) -> None:
+        """A failed outcome (an unusable store) answers 503."""
+
+        class Broken(MemoryScores):
+            def login(self, user: int) -> Any:
+                return fail(OSError("disk on fire"))
+
+        h = Harness()
+        stub: Any = StubTreq(GameRoot(Broken(h.scores.sessions, h.scores.boards)))
+        response = await stub.get(BASE + "/1/login")
+        self.assertEqual(response.code, 503)
+        self.flushLoggedErrors(OSError)
