@@ -1,0 +1,158 @@
+"""
+Requests per second of the mixed scores workload, against a baseline.
+
+Starts gameserver (C{twistd -n gameserver}) and, as the baseline, a bare
+twisted.web site answering every request with a fixed body, each on a free
+port of 127.0.0.1, and drives both with wrk and C{bench/scores_mix.lua}
+(10% logins, 50% score posts, 40% list reads over 1000 levels), alternating
+runs.  Prints one line per run and the median of each, with the ratio.
+
+    python bench/scores_mix.py [--duration 10] [--rounds 3] [--connections 32]
+
+Needs C{wrk} on the PATH (Debian: apt-get install wrk).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULT = re.compile(r"RESULT (.*)")
+
+BASELINE = """
+import sys
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+class Fixed(Resource):
+    isLeaf = True
+    def render(self, request):
+        return b"4711=1500,131=1220"
+
+class QuietSite(Site):
+    def log(self, request):
+        pass
+
+reactor.listenTCP(int(sys.argv[1]), QuietSite(Fixed()), interface="127.0.0.1")
+reactor.run()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextmanager
+def server(argv: list[str], port: int) -> Iterator[None]:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    process = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(port)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def gameserver(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "gameserver",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+    ]
+
+
+def baseline(port: int) -> list[str]:
+    return [sys.executable, "-c", BASELINE, str(port)]
+
+
+def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            os.path.join(HERE, "scores_mix.lua"),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    match = RESULT.search(out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no RESULT line:\n{out}")
+    return {k: float(v) for k, v in (f.split("=") for f in match.group(1).split())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+    results: dict[str, list[dict[str, float]]] = {"gameserver": [], "baseline": []}
+    for round_ in range(args.rounds):
+        for name, make in (("gameserver", gameserver), ("baseline", baseline)):
+            port = free_port()
+            with server(make(port), port):
+                r = wrk(port, args.duration, args.connections)
+            results[name].append(r)
+            print(
+                f"round {round_ + 1} {name:10} {r['rps']:9.0f} req/s  "
+                f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                f"non-200 {r['non200']:.0f}  socket errors {r['errors']:.0f}",
+                flush=True,
+            )
+    medians = {
+        name: statistics.median(r["rps"] for r in runs)
+        for name, runs in results.items()
+    }
+    print(
+        f"median: gameserver {medians['gameserver']:.0f} req/s (mixed workload), "
+        f"bare twisted.web fixed body {medians['baseline']:.0f} req/s, "
+        f"ratio {medians['gameserver'] / medians['baseline']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
