@@ -8,7 +8,7 @@ and checks an HMAC instead.
 
 import hashlib
 import hmac
-import struct
+import os
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -105,18 +105,24 @@ class StoredSessions:
         return key in self._user_of
 
 
-# user (uint32), deadline in milliseconds (uint64), then the truncated MAC.
-_PAYLOAD = struct.Struct(">IQ")
+# user (4 bytes), deadline in milliseconds (6 bytes: good for 8900 years), a
+# random nonce so that two logins in the same millisecond get different keys
+# (6 bytes), then the truncated MAC.
+_USER_BYTES = 4
+_DEADLINE_BYTES = 6
+_NONCE_BYTES = 6
+_PAYLOAD_BYTES = _USER_BYTES + _DEADLINE_BYTES + _NONCE_BYTES
 _MAC_BYTES = 16
-_SIGNED_BYTES = _PAYLOAD.size + _MAC_BYTES
-# 28 bytes are 224 bits; 38 base-62 digits (226 bits) hold them all.
-SIGNED_KEY_LENGTH = 38
+_SIGNED_BYTES = _PAYLOAD_BYTES + _MAC_BYTES
+# 32 bytes are 256 bits; 43 base-62 digits (256.1 bits) hold them all.
+SIGNED_KEY_LENGTH = 43
 MIN_SECRET_BYTES = 16
 
 
 class SignedSessions:
     """
-    Stateless keys: the user and the expiry time, signed with HMAC-SHA256.
+    Stateless keys: the user, the expiry time and a nonce, signed with
+    HMAC-SHA256.
 
     Nothing is stored per session, so several keys of one user can be live at
     once, and keys survive restarts and work on every instance that shares the
@@ -137,7 +143,11 @@ class SignedSessions:
 
     def issue(self, user: int) -> bytes:
         deadline_ms = round((self._clock.seconds() + self.ttl) * 1000)
-        payload = _PAYLOAD.pack(user, deadline_ms)
+        payload = (
+            user.to_bytes(_USER_BYTES, "big")
+            + deadline_ms.to_bytes(_DEADLINE_BYTES, "big")
+            + os.urandom(_NONCE_BYTES)
+        )
         signed = int.from_bytes(payload + self._mac(payload), "big")
         return keys.encode(signed, SIGNED_KEY_LENGTH)
 
@@ -148,13 +158,15 @@ class SignedSessions:
         if number is None or number.bit_length() > _SIGNED_BYTES * 8:
             return None
         signed = number.to_bytes(_SIGNED_BYTES, "big")
-        payload, mac = signed[: _PAYLOAD.size], signed[_PAYLOAD.size :]
+        payload, mac = signed[:_PAYLOAD_BYTES], signed[_PAYLOAD_BYTES:]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
-        user, deadline_ms = _PAYLOAD.unpack(payload)
+        deadline_ms = int.from_bytes(
+            payload[_USER_BYTES : _USER_BYTES + _DEADLINE_BYTES]
+        )
         if self._clock.seconds() * 1000 >= deadline_ms:
             return None
-        return int(user)
+        return int.from_bytes(payload[:_USER_BYTES])
 
     def stop(self) -> None:
         """

@@ -153,6 +153,10 @@ class SignedSessionsTests(TestCase):
         self.clock.advance(0.1)
         self.assertIsNone(self.sessions.user_for(key))
 
+    def test_same_millisecond_keys_differ(self) -> None:
+        """Two logins of one user at the same instant get different keys."""
+        self.assertNotEqual(self.sessions.issue(1), self.sessions.issue(1))
+
     def test_wrong_secret(self) -> None:
         """A key signed with another secret is refused."""
         other = SignedSessions(self.clock, b"another secret, 16+ bytes long")
