@@ -10,6 +10,13 @@
 #   GAMESERVER_SESSIONS      stored | signed                      [stored]
 #   GAMESERVER_SECRET_FILE   HMAC secret file for signed sessions
 #   GAMESERVER_ACCESS_LOG    combined-format access log file      [off]
+#   GAMESERVER_RELAY_PAIRING_TIMEOUT    silent pairing player dropped after [25]
+#   GAMESERVER_RELAY_LONG_WAIT_TIMEOUT  the same with the long-wait key     [180]
+#   GAMESERVER_RELAY_GAME_TIMEOUT       silent game side dropped after      [30]
+#   GAMESERVER_RELAY_MAX_PLAYERS        relay players at once               [50000]
+#   GAMESERVER_RELAY_MAX_GAMES          relay games at once                 [25000]
+#   GAMESERVER_RELAY_MAX_CACHE          resend cache / queue bytes          [131072]
+#   GAMESERVER_RELAY_MAX_BODY           relay request body bytes            [16384]
 #
 # Example: GAMESERVER_PORT=tcp:8080:interface=127.0.0.1 twistd -ny gameserver.tac
 

@@ -1,15 +1,18 @@
 """
-Requests per second of the mixed scores workload, against a baseline.
+Requests per second of the mixed scores workload: gameserver against aiohttp.
 
-Starts gameserver (C{twistd -n gameserver}) and, as the baseline, a bare
-twisted.web site answering every request with a fixed body, each on a free
-port of 127.0.0.1, and drives both with wrk and C{bench/scores_mix.lua}
-(10% logins, 50% score posts, 40% list reads over 1000 levels), alternating
-runs.  Prints one line per run and the median of each, with the ratio.
+Starts gameserver (C{twistd -n gameserver}) and the minimal aiohttp
+implementation of the same API in C{bench/aiohttp_scores.py} (and, with
+C{--twisted-baseline}, a bare twisted.web site answering every request with a
+fixed body), each on a free port of 127.0.0.1, and drives them with wrk and
+C{bench/scores_mix.lua} (10% logins, 50% score posts, 40% list reads over 1000
+levels), alternating runs.  Prints one line per run, the median of each, and
+the ratio of gameserver to aiohttp.
 
     python bench/scores_mix.py [--duration 10] [--rounds 3] [--connections 32]
 
-Needs C{wrk} on the PATH (Debian: apt-get install wrk).
+Needs C{wrk} on the PATH (Debian: apt-get install wrk) and aiohttp
+(pip install aiohttp).
 """
 
 import argparse
@@ -93,8 +96,12 @@ def gameserver(port: int) -> list[str]:
     ]
 
 
-def baseline(port: int) -> list[str]:
+def bare_twisted_web(port: int) -> list[str]:
     return [sys.executable, "-c", BASELINE, str(port)]
+
+
+def aiohttp(port: int) -> list[str]:
+    return [sys.executable, os.path.join(HERE, "aiohttp_scores.py"), str(port)]
 
 
 def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
@@ -126,31 +133,43 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per server")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--twisted-baseline",
+        action="store_true",
+        help="also run a bare twisted.web site returning a fixed body",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
 
-    results: dict[str, list[dict[str, float]]] = {"gameserver": [], "baseline": []}
+    contenders = {"gameserver": gameserver, "aiohttp": aiohttp}
+    if args.twisted_baseline:
+        contenders["twisted.web"] = bare_twisted_web
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for round_ in range(args.rounds):
-        for name, make in (("gameserver", gameserver), ("baseline", baseline)):
+        for name, make in contenders.items():
             port = free_port()
             with server(make(port), port):
                 r = wrk(port, args.duration, args.connections)
             results[name].append(r)
             print(
-                f"round {round_ + 1} {name:10} {r['rps']:9.0f} req/s  "
+                f"round {round_ + 1} {name:11} {r['rps']:9.0f} req/s  "
                 f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                 f"non-200 {r['non200']:.0f}  socket errors {r['errors']:.0f}",
                 flush=True,
             )
-    medians = {
-        name: statistics.median(r["rps"] for r in runs)
-        for name, runs in results.items()
-    }
+    print("median of the rounds:")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = statistics.median(r["rps"] for r in runs)
+        print(
+            f"  {name:11} {medians[name]:9.0f} req/s  "
+            f"p50 {statistics.median(r['p50_ms'] for r in runs):.2f} ms  "
+            f"p99 {statistics.median(r['p99_ms'] for r in runs):.2f} ms  "
+            f"non-200 {sum(r['non200'] for r in runs):.0f}"
+        )
     print(
-        f"median: gameserver {medians['gameserver']:.0f} req/s (mixed workload), "
-        f"bare twisted.web fixed body {medians['baseline']:.0f} req/s, "
-        f"ratio {medians['gameserver'] / medians['baseline']:.2f}"
+        f"ratio gameserver / aiohttp: {medians['gameserver'] / medians['aiohttp']:.2f}"
     )
 
 

@@ -20,7 +20,10 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from gameserver import __version__
+from gameserver.channel import MAX_BODY, GameHTTPFactory
 from gameserver.leaderboard import Leaderboards
+from gameserver.relay import Relay, RelayConfig
+from gameserver.relay_resource import RelayResource
 from gameserver.scores import MemoryScores, ScoresBackend
 from gameserver.sessions import (
     DEFAULT_TTL,
@@ -29,7 +32,6 @@ from gameserver.sessions import (
     SignedSessions,
     StoredSessions,
 )
-from gameserver.site import GameSite
 from gameserver.web import GameRoot
 
 ENVIRONMENT_PREFIX = "GAMESERVER_"
@@ -46,6 +48,56 @@ def _positive(value: str) -> float:
 _positive.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+_positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+
+DEFAULT_RELAY_MAX_BODY = 16384
+_RELAY_DEFAULTS = RelayConfig()
+
+# RelayConfig field, parser and help of each --relay-* option but the body limit.
+_RELAY_OPTIONS: list[tuple[str, Any, str]] = [
+    (
+        "pairing_timeout",
+        _positive,
+        "Seconds a waiting or pairing relay player may stay silent before it "
+        "is dropped.",
+    ),
+    (
+        "long_wait_timeout",
+        _positive,
+        "The same for players registered with the long-wait key bibbybabbis.",
+    ),
+    (
+        "game_timeout",
+        _positive,
+        "Seconds a side of a relay game may stay silent before it is dropped "
+        "(its partner then gets 15/*/*).",
+    ),
+    (
+        "max_players",
+        _positive_int,
+        "Most relay players registered at once; past it, registering gets 11/*/*.",
+    ),
+    (
+        "max_games",
+        _positive_int,
+        "Most relay games at once; past it, starting a game gets 12/*/*.",
+    ),
+    (
+        "max_cache",
+        _positive_int,
+        "Bytes of a player's relay resend cache (and of its queue of pending "
+        "partner data).",
+    ),
+]
+
+
 class Options(usage.Options):
     """
     Command-line options of C{twistd gameserver}.
@@ -54,8 +106,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve the gameserver scores API (login, score posts, high-score lists) "
-        "over HTTP. Every option can also be given to gameserver.tac as an "
-        "environment variable: --session-ttl is GAMESERVER_SESSION_TTL."
+        "and the two-player relay (/relay) over HTTP. Every option can also be "
+        "given to gameserver.tac as an environment variable: --session-ttl is "
+        "GAMESERVER_SESSION_TTL."
     )
 
     optParameters: list[list[Any]] = [
@@ -91,6 +144,23 @@ class Options(usage.Options):
             f"File holding the HMAC secret for --sessions=signed, at least "
             f"{MIN_SECRET_BYTES} bytes (surrounding whitespace is ignored). "
             "[default: none]",
+        ],
+        *(
+            [
+                f"relay-{name.replace('_', '-')}",
+                None,
+                getattr(_RELAY_DEFAULTS, name),
+                help_text,
+                kind,
+            ]
+            for name, kind, help_text in _RELAY_OPTIONS
+        ),
+        [
+            "relay-max-body",
+            None,
+            DEFAULT_RELAY_MAX_BODY,
+            "Largest relay request body in bytes; larger ones get 413 (20/*/*).",
+            _positive_int,
         ],
         [
             "access-log",
@@ -215,12 +285,14 @@ class StateService(Service):
     Owns the game state; stopping it stops the state's timers.
     """
 
-    def __init__(self, scores: ScoresBackend) -> None:
+    def __init__(self, scores: ScoresBackend, relay: Relay) -> None:
         self.scores = scores
+        self.relay = relay
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         self.scores.stop()
+        self.relay.stop()
 
 
 def make_sessions(config: Mapping[str, Any], clock: IReactorTime) -> SessionStore:
@@ -233,15 +305,35 @@ def make_sessions(config: Mapping[str, Any], clock: IReactorTime) -> SessionStor
     return StoredSessions(clock, ttl)
 
 
+def relay_config(config: Mapping[str, Any]) -> RelayConfig:
+    """
+    The L{RelayConfig} of the C{--relay-*} options.
+    """
+    fields = {
+        name: config[f"relay-{name.replace('_', '-')}"] for name, *_ in _RELAY_OPTIONS
+    }
+    return RelayConfig(**fields, max_queue=config["relay-max-cache"])
+
+
 def make_site(
     config: Mapping[str, Any], reactor: Any
-) -> tuple[GameSite, ScoresBackend]:
+) -> tuple[GameHTTPFactory, StateService]:
     """
-    Build the state and the HTTP site that serves it.
+    Build the state, the service that owns it, and the HTTP factory serving it.
     """
     scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
-    site = GameSite(GameRoot(scores), reactor, access_log=config["access-log"])
-    return site, scores
+    relay = Relay(reactor, relay_config(config))
+    max_body = config["relay-max-body"]
+    root = GameRoot(scores, RelayResource(relay, max_body=max_body))
+    # Relay bodies a little over their limit still get the relay's own 413
+    # (20/*/*); only far larger ones are cut at the connection.
+    site = GameHTTPFactory(
+        root,
+        reactor,
+        access_log=config["access-log"],
+        max_body=max(MAX_BODY, 2 * max_body),
+    )
+    return site, StateService(scores, relay)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -250,10 +342,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     """
     if reactor is None:
         from twisted.internet import reactor
-    site, scores = make_site(config, reactor)
+    site, state = make_site(config, reactor)
     endpoint = _AnnouncingEndpoint(serverFromString(reactor, config["port"]), reactor)
 
     top = MultiService()
-    for service in (StateService(scores), StreamServerEndpointService(endpoint, site)):
+    for service in (state, StreamServerEndpointService(endpoint, site)):
         service.setServiceParent(top)  # type: ignore[no-untyped-call]
     return top

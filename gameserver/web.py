@@ -8,14 +8,14 @@ The resource tree of the scores API: parse, call the domain, map to HTTP.
 """
 
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import IO, Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 
 from gameserver import uint31
 from gameserver.scores import Outcome, ScoresBackend
@@ -30,11 +30,38 @@ _PLAIN = b"text/plain; charset=utf-8"
 Rendered = bytes | int
 
 
+class Request(Protocol):
+    """
+    What the resources use of a request: served by gameserver's own
+    L{gameserver.channel.Request} and by L{twisted.web.server.Request}.
+    """
+
+    method: bytes
+    path: bytes
+    prepath: list[bytes] | None
+    postpath: list[bytes] | None
+    content: IO[bytes] | None
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> "Deferred[None]": ...
+
+
 def error(request: Request, code: int, brief: str, detail: str) -> Rendered:
     """
     Answer C{request} with an error page.
     """
-    return cast(Rendered, pages.errorPage(code, brief, detail).render(request))
+    page = pages.errorPage(code, brief, detail)
+    return cast(Rendered, page.render(cast(Any, request)))
 
 
 def _id(request: Request) -> bytes:

@@ -137,23 +137,33 @@ async def raw_exchange(
 ) -> bytes:
     """
     Send C{chunks} over one TCP connection (C{pause} seconds apart) and return
-    everything received until the server closes it.
+    everything received until the server closes it; raise L{TimeoutError} if
+    the server has not closed it within C{timeout} seconds.
     """
     endpoint = TCP4ClientEndpoint(reactor, LOCALHOST, port)
     collector = _Collector()
     await connectProtocol(endpoint, collector)
     assert collector.transport is not None
     transport: Any = collector.transport
-    timer = reactor.callLater(timeout, transport.abortConnection)
+    timed_out: list[bool] = []
+
+    def give_up() -> None:
+        timed_out.append(True)
+        transport.abortConnection()
+
+    timer = reactor.callLater(timeout, give_up)
     for chunk in chunks:
         transport.write(chunk)
         if pause:
             await deferLater(reactor, pause, lambda: None)
     try:
-        return await collector.closed
+        data = await collector.closed
     finally:
         if timer.active():
             timer.cancel()
+    if timed_out:
+        raise TimeoutError(f"the server kept the connection open; got {data[:200]!r}")
+    return data
 
 
 def split_responses(data: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:

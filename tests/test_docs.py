@@ -36,7 +36,7 @@ class ReadmeTests(TestCase):
             else:
                 self.assertEqual(
                     rows[long].strip("`"),
-                    f"{default:g}" if isinstance(default, float) else default,
+                    f"{default:g}" if isinstance(default, float) else str(default),
                 )
 
     def test_ci_runs_readme_command(self) -> None:

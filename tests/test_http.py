@@ -7,8 +7,9 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.trial.unittest import TestCase
 
+from gameserver import channel
+from gameserver.channel import MAX_BODY, GameHTTPFactory
 from gameserver.server_tap import Options, make_site
-from gameserver.site import MAX_BODY, GameSite
 from tests.support import ANY_PORT, raw_exchange, split_responses
 
 
@@ -20,10 +21,10 @@ class SiteTestCase(TestCase):
     async def serve(self, *argv: str) -> int:
         options = Options()
         options.parseOptions(list(argv))
-        site, scores = make_site(options, reactor)
-        self.site: GameSite = site
+        site, state = make_site(options, reactor)
+        self.site: GameHTTPFactory = site
         port = await serverFromString(reactor, ANY_PORT).listen(site)
-        self.addCleanup(scores.stop)
+        self.addCleanup(state.stopService)
         self.addCleanup(port.stopListening)
         self.port: int = int(port.getHost().port)
         return self.port
@@ -216,10 +217,10 @@ class AccessLogTests(SiteTestCase):
         def explode(*args: object) -> str:
             raise AssertionError("formatted an access log line")
 
-        self.site._logFormatter = explode
+        self.patch(channel, "combinedLogFormatter", explode)
         [(code, _, _)] = await self.exchange(LIST_CLOSE)
         self.assertEqual(code, 200)
-        self.assertIsNone(self.site._logDateTimeCall)
+        self.assertIsNone(self.site._log_file)
 
     async def test_combined_format(self) -> None:
         """With --access-log each request is a combined-format line in the file."""
@@ -234,3 +235,101 @@ class AccessLogTests(SiteTestCase):
             r'^"127\.0\.0\.1" - - \[.+\] '
             r'"GET /2/highscorelist HTTP/1\.1" 200 - "-" "-"$',
         )
+
+
+class LimitTests(SiteTestCase):
+    """
+    The channel's limits and timeouts, answered before any resource runs.
+    """
+
+    async def test_long_target(self) -> None:
+        """A request target over 8 KiB gets 414 and the connection closes."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port, [b"GET /" + b"1" * 9000 + b"/login HTTP/1.1\r\nHost: x\r\n\r\n"]
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 414 "), raw[:40])
+        self.assertIn(b"Connection: close", raw)
+
+    async def test_too_many_headers(self) -> None:
+        """More than 100 request headers get 431."""
+        await self.serve()
+        headers = b"".join(b"X-%d: y\r\n" % i for i in range(101))
+        raw = await raw_exchange(
+            self.port, [b"GET /1/highscorelist HTTP/1.1\r\n" + headers + b"\r\n"]
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 431 "), raw[:40])
+
+    async def test_headers_too_large(self) -> None:
+        """Request headers over 16 KiB in all get 431."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port,
+            [b"GET /1/highscorelist HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n"],
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 431 "), raw[:40])
+
+    async def test_malformed_header(self) -> None:
+        """A header line without a colon gets 400."""
+        await self.serve()
+        raw = await raw_exchange(
+            self.port, [b"GET /1/highscorelist HTTP/1.1\r\nNoColonHere\r\n\r\n"]
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 400 "), raw[:40])
+
+    async def test_answers_before_refusal(self) -> None:
+        """Requests pipelined before a malformed one are answered first, in order."""
+        await self.serve()
+        responses = await self.exchange(
+            b"GET /1/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /x/login HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"BROKEN\r\n\r\n"
+        )
+        self.assertEqual([r[0] for r in responses], [200, 400, 400])
+        self.assertEqual(responses[2][1][b"connection"], b"close")
+
+    async def test_idle_timeout(self) -> None:
+        """An idle connection is closed after the idle timeout."""
+        await self.serve()
+        self.site.idle_timeout = 0.3
+        raw = await raw_exchange(
+            self.port, [b"GET /1/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n"], timeout=3
+        )
+        # The server answered, kept the connection open, then closed it idle.
+        [(code, headers, _)] = split_responses(raw)
+        self.assertEqual(code, 200)
+        self.assertNotIn(b"connection", headers)
+
+    async def test_absolute_form(self) -> None:
+        """An absolute-form request target is served like its path."""
+        await self.serve()
+        [(code, _, body)] = await self.exchange(
+            b"GET http://example.test/2/highscorelist HTTP/1.1\r\n"
+            b"Host: example.test\r\nConnection: close\r\n\r\n"
+        )
+        self.assertEqual((code, body), (200, b""))
+
+    async def test_asterisk_form(self) -> None:
+        """A request target that is not a path gets 400."""
+        await self.serve()
+        raw = await raw_exchange(self.port, [b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"])
+        self.assertTrue(raw.startswith(b"HTTP/1.1 400 "), raw[:40])
+
+    async def test_http10_keep_alive(self) -> None:
+        """HTTP/1.0 with Connection: keep-alive keeps the connection open."""
+        await self.serve()
+        responses = await self.exchange(
+            b"GET /1/highscorelist HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+            b"GET /2/highscorelist HTTP/1.0\r\n\r\n"
+        )
+        self.assertEqual([r[0] for r in responses], [200, 200])
+        self.assertEqual(responses[0][1][b"connection"], b"keep-alive")
+
+    async def test_percent_encoded_path(self) -> None:
+        """Percent-encoded digits in the path are decoded: /%32/ is level 2."""
+        await self.serve()
+        key = await self.login(1)
+        responses = await self.exchange(
+            post(2, key, b"5"), LIST_CLOSE.replace(b"/2/", b"/%32/")
+        )
+        self.assertEqual(responses[1][:1] + responses[1][2:], (200, b"1=5"))

@@ -1,0 +1,669 @@
+"""
+A lean HTTP/1.1 server channel that feeds the twisted.web resource tree.
+
+twisted.web's own channel and request objects cost most of a request's time
+here; this channel parses with C{httptools} (llhttp, the parser of Node.js)
+and hands each request to the same L{IResource} tree as a light L{Request}
+that carries only what resources use.
+"""
+
+import time
+from collections import deque
+from collections.abc import Callable
+from email.utils import formatdate
+from io import BytesIO
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.error import UnsupportedMethod
+from twisted.web.http import RESPONSES, combinedLogFormatter, datetimeToLogString
+from twisted.web.http_headers import Headers
+from twisted.web.resource import IResource, getChildForRequest
+from twisted.web.server import NOT_DONE_YET
+
+SERVER = b"gameserver"
+
+# Defaults of the limits a client can push against.
+MAX_BODY = 64 * 1024
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 16 * 1024
+MAX_URL_BYTES = 8 * 1024
+IDLE_TIMEOUT = 60.0
+# Parsed requests waiting behind a slow one before reading pauses.
+MAX_PIPELINE = 32
+# How long a refused connection may go on sending before it is cut: long
+# enough for the client to read the error instead of a reset.
+LINGER_SECONDS = 2.0
+
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """
+    C{content-type} -> C{Content-Type}, cached: response header names as
+    clients are used to seeing them.
+    """
+    canonical = _CANONICAL.get(name)
+    if canonical is None:
+        canonical = b"-".join(part.capitalize() for part in name.split(b"-"))
+        if len(_CANONICAL) < 1024:
+            _CANONICAL[name] = canonical
+    return canonical
+
+
+_STATUS_LINES: dict[tuple[bytes, int], bytes] = {}
+
+
+def _status_line(version: bytes, code: int) -> bytes:
+    """
+    C{HTTP/1.1 200 OK\r\n}, cached per version and code.
+    """
+    line = _STATUS_LINES.get((version, code))
+    if line is None:
+        reason = RESPONSES.get(code, b"Unknown")
+        line = b"%s %d %s\r\n" % (version, code, reason)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[version, code] = line
+    return line
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+class _HTTPDate:
+    """
+    The last lines of every response head, C{Date} and C{Server}, formatted
+    once a second.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            date = formatdate(now, usegmt=True).encode("ascii")
+            self._value = b"Date: %s\r\nServer: %s\r\n\r\n" % (date, SERVER)
+        return self._value
+
+
+http_date = _HTTPDate()
+
+
+class Request:
+    """
+    One HTTP request and its response: the part of
+    L{twisted.web.server.Request} that gameserver's resources (and
+    L{twisted.web.pages}) use.
+
+    The response body is collected until L{finish} and sent in one write with
+    a C{Content-Length}, so no response is ever chunked.
+    """
+
+    __slots__ = (
+        "_args",
+        "_body",
+        "_finished_deferreds",
+        "_headers",
+        "_lost",
+        "_response_headers",
+        "channel",
+        "clientproto",
+        "code",
+        "code_message",
+        "content",
+        "finished",
+        "keep_alive",
+        "method",
+        "path",
+        "postpath",
+        "prepath",
+        "query",
+        "refused",
+        "sentLength",
+        "uri",
+    )
+
+    def __init__(self, channel: "HTTPChannel") -> None:
+        self.channel = channel
+        self.method = b"GET"
+        self.uri = b""
+        self.path = b""
+        self.query = b""
+        self.clientproto = b"HTTP/1.1"
+        self.prepath: list[bytes] = []
+        self.postpath: list[bytes] = []
+        self.content: IO[bytes] = BytesIO()
+        self.code = 200
+        self.code_message: bytes | None = None
+        self.keep_alive = True
+        self.finished = False
+        # Answered by the channel itself (a limit or a parse error), in order,
+        # without reaching the resource tree.
+        self.refused = False
+        self.sentLength = 0
+        self._args: dict[bytes, list[bytes]] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._response_headers: dict[bytes, tuple[bytes, bytes]] = {}
+        self._body: list[bytes] = []
+        self._finished_deferreds: list[Deferred[None]] | None = None
+        self._lost = False
+
+    # -- what the request says --
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]:
+        """
+        The query string's arguments (never the body's).
+        """
+        if self._args is None:
+            self._args = _parse_query(self.query)
+        return self._args
+
+    @property
+    def requestHeaders(self) -> Headers:
+        """
+        The request headers as a L{Headers}; built on first use.
+        """
+        headers = Headers()
+        for name, value in self._headers:
+            headers.addRawHeader(name, value)
+        return headers
+
+    def getHeader(self, name: bytes | str) -> bytes | None:
+        """
+        The last value of request header C{name}, or L{None}.
+        """
+        wanted = _bytes(name).lower()
+        for header, value in reversed(self._headers):
+            if header == wanted:
+                return value
+        return None
+
+    def getClientAddress(self) -> IAddress:
+        """
+        The address of the client's end of the connection.
+        """
+        address: IAddress = self.channel.transport.getPeer()  # type: ignore[union-attr]
+        return address
+
+    def isSecure(self) -> bool:
+        """
+        Whether the connection uses TLS.
+        """
+        return self.channel.secure
+
+    # -- the response --
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        self.code = code
+        self.code_message = message
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        raw = _bytes(name)
+        self._response_headers[raw.lower()] = (raw, _bytes(value))
+
+    def responseHeader(self, name: bytes) -> bytes | None:
+        """
+        The value of response header C{name} set so far, or L{None}.
+        """
+        entry = self._response_headers.get(name.lower())
+        return None if entry is None else entry[1]
+
+    def write(self, data: bytes) -> None:
+        if not self.finished:
+            self._body.append(data)
+
+    def finish(self) -> None:
+        """
+        Send the response; nothing more can be written.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        if not self._lost:
+            self.channel.respond(self)
+        deferreds, self._finished_deferreds = self._finished_deferreds, None
+        for d in deferreds or ():
+            d.callback(None)
+
+    def notifyFinish(self) -> "Deferred[None]":
+        """
+        A L{Deferred} that fires when the response is sent, or fails if the
+        connection is lost first.
+        """
+        d: Deferred[None] = Deferred()
+        if self._lost:
+            d.errback(Failure(ConnectionError("connection lost")))
+        elif self.finished:
+            d.callback(None)
+        else:
+            if self._finished_deferreds is None:
+                self._finished_deferreds = []
+            self._finished_deferreds.append(d)
+        return d
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The client went away before the response was sent.
+        """
+        self._lost = True
+        deferreds, self._finished_deferreds = self._finished_deferreds, None
+        for d in deferreds or ():
+            d.errback(reason)
+
+
+class HTTPChannel(Protocol):
+    """
+    HTTP/1.0 and 1.1 on one connection: persistent connections, pipelined
+    requests answered in order, C{Content-Length} and chunked bodies,
+    C{Expect: 100-continue}, C{HEAD}.
+
+    Limits, each answered before the request reaches a resource: a malformed
+    request (including one with both C{Content-Length} and
+    C{Transfer-Encoding}) gets C{400}, a request target over C{max_url}
+    bytes C{414}, more than C{max_headers} headers or C{max_header_bytes} of
+    them C{431}, a body over C{max_body} C{413} (as soon as it is announced or
+    reached, and without C{100 Continue}); after any of these the connection
+    closes.  A connection idle for C{idle_timeout} seconds is closed.
+    """
+
+    log = Logger()
+    factory: "GameHTTPFactory"
+    secure = False
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: Request | None = None
+        self._url = b""
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._length: bytes | None = None
+        self._expect: bytes | None = None
+        self._queue: deque[Request] = deque()
+        self._current: Request | None = None
+        self._processing = False
+        self._broken = False
+        self._closing = False
+        self._paused = False
+        self._last_activity = 0.0
+        self._idle_timer: IDelayedCall | None = None
+        self._linger: IDelayedCall | None = None
+
+    # -- connection --
+
+    def connectionMade(self) -> None:
+        self.secure = _is_tls(self.transport)
+        clock = self.factory.clock
+        self._last_activity = clock.seconds()
+        self._idle_timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for timer in (self._idle_timer, self._linger):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle_timer = self._linger = None
+        waiting = [self._current, *self._queue] if self._current else list(self._queue)
+        self._queue.clear()
+        for request in waiting:
+            if request is not None and not request.finished:
+                request.connectionLost(reason)
+
+    def _check_idle(self) -> None:
+        # One timer per connection, re-armed lazily: dataReceived only notes
+        # the time, so a busy connection never touches the reactor's heap.
+        clock = self.factory.clock
+        idle = clock.seconds() - self._last_activity
+        timeout = self.factory.idle_timeout
+        if idle >= timeout and self._current is None and not self._queue:
+            self._idle_timer = None
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self._idle_timer = clock.callLater(
+                max(timeout - idle, 1.0), self._check_idle
+            )
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_activity = self.factory.clock.seconds()
+        if self._broken or self._closing:
+            return  # refusing or closing: what else arrives is discarded
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, b"Protocol upgrades are not supported.")
+        except httptools.HttpParserError:
+            if not self._closing:
+                self._refuse(400, b"Malformed HTTP request.")
+
+    # -- parser callbacks --
+
+    def on_message_begin(self) -> None:
+        self._request = Request(self)
+        self._url = b""
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._length = None
+        self._expect = None
+
+    def on_url(self, url: bytes) -> None:
+        if self._broken:
+            return
+        self._url += url
+        if len(self._url) > self.factory.max_url:
+            self._refuse(414, b"Request target too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._request
+        if self._broken or request is None:
+            return
+        headers = request._headers
+        lower = name.lower()
+        headers.append((lower, value))
+        # The two headers the channel itself acts on, noted as they pass.
+        if lower == b"content-length":
+            self._length = value
+        elif lower == b"expect":
+            self._expect = value
+        self._header_bytes += len(name) + len(value) + 4
+        if (
+            len(headers) > self.factory.max_headers
+            or self._header_bytes > self.factory.max_header_bytes
+        ):
+            self._refuse(431, b"Too many or too large request headers.")
+
+    def on_headers_complete(self) -> None:
+        request = self._request
+        if self._broken or request is None:
+            return
+        parser = self._parser
+        request.method = parser.get_method()
+        version = parser.get_http_version()
+        request.clientproto = b"HTTP/1.0" if version == "1.0" else b"HTTP/1.1"
+        request.keep_alive = parser.should_keep_alive()
+        if not _set_target(request, self._url):
+            self._refuse(400, b"Malformed request target.")
+            return
+        length = self._length
+        if length is not None and int(length) > self.factory.max_body:
+            self._refuse(413, b"Request body too large.")
+            return
+        if (
+            self._expect is not None
+            and version == "1.1"
+            and self._current is None
+            and not self._queue
+            and self._expect.lower() == b"100-continue"
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+
+    def on_body(self, body: bytes) -> None:
+        request = self._request
+        if self._broken or request is None:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self.factory.max_body:
+            self._refuse(413, b"Request body too large.")
+            return
+        request.content.write(body)
+
+    def on_message_complete(self) -> None:
+        request = self._request
+        if self._broken or request is None:
+            return
+        self._request = None
+        request.content.seek(0)
+        self._queue.append(request)
+        if not request.keep_alive:
+            # Nothing after a closing request is read.
+            self._closing = True
+        if len(self._queue) > MAX_PIPELINE and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._process()
+
+    # -- answering --
+
+    def _process(self) -> None:
+        if self._processing:
+            return  # a request finished inside render; the loop below goes on
+        self._processing = True
+        try:
+            while self._current is None and self._queue:
+                request = self._current = self._queue.popleft()
+                if request.refused:
+                    request.finish()
+                else:
+                    self._render(request)
+        finally:
+            self._processing = False
+        if self._paused and not self._queue:
+            self._paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _render(self, request: Request) -> None:
+        try:
+            resource = getChildForRequest(self.factory.resource, request)
+            body = resource.render(request)
+        except UnsupportedMethod as e:
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(e.allowedMethods))
+            body = b"Method not allowed.\n"
+        except Exception:
+            self.log.failure("rendering {path} failed", path=request.path)
+            request._response_headers.clear()
+            request._body.clear()
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/plain")
+            body = b"Internal server error.\n"
+        if body is NOT_DONE_YET:
+            return
+        request.write(body)
+        request.finish()
+
+    def respond(self, request: Request) -> None:
+        """
+        Write C{request}'s response, then go on with the next request.
+        """
+        parts = request._body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if request.code_message is None:
+            head = [_status_line(request.clientproto, request.code)]
+        else:
+            head = [
+                b"%s %d %s\r\n"
+                % (request.clientproto, request.code, request.code_message)
+            ]
+        headers = request._response_headers
+        for name, value in headers.values():
+            head.append(_canonical(name) + b": " + value + b"\r\n")
+        if b"content-length" not in headers:
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        if b"content-type" not in headers:
+            head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+        keep_alive = request.keep_alive and not self._broken
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        elif request.clientproto == b"HTTP/1.0":
+            head.append(b"Connection: keep-alive\r\n")
+        head.append(http_date())
+        if request.method != b"HEAD":
+            head.append(body)
+            request.sentLength = len(body)
+        self._send(b"".join(head))
+        if self.factory.access_log is not None:
+            self.factory.log_access(request)
+        if request is self._current:
+            self._current = None
+        if not keep_alive:
+            self._close()
+            return
+        self._process()
+
+    def _send(self, data: bytes) -> None:
+        """
+        Write C{data}, straight to the socket when nothing is queued before it.
+
+        A plain C{transport.write} waits for the next reactor iteration and
+        costs two epoll registrations and a write event per response, as much
+        as parsing and answering the request; a response that fits in the
+        socket buffer (nearly all of them) needs none of that.  Whatever the
+        socket does not take goes through the transport as usual, so ordering,
+        buffering and flow control are unchanged.
+        """
+        transport: Any = self.transport
+        sock = getattr(transport, "socket", None)
+        if (
+            sock is None
+            or transport._tempDataLen
+            or len(transport.dataBuffer) > transport.offset
+            or transport.disconnecting
+        ):
+            transport.write(data)
+            return
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # the transport's own write meets and reports the error
+        if sent < len(data):
+            transport.write(data[sent:])
+
+    def _refuse(self, code: int, message: bytes) -> None:
+        """
+        Answer C{code} after the requests before this one, then close.
+        """
+        if self._broken:
+            return
+        self._broken = True
+        request = self._request or Request(self)
+        self._request = None
+        request.keep_alive = False
+        request.refused = True
+        request.setResponseCode(code)
+        request._body = [message, b"\n"]
+        self._queue.append(request)
+        self._process()
+
+    def _close(self) -> None:
+        self._closing = True
+        transport: Any = self.transport
+        if self._broken and hasattr(transport, "loseWriteConnection"):
+            # The client may still be sending what we refused: half-close so
+            # it reads our answer rather than a reset, and cut it later.
+            transport.loseWriteConnection()
+            self._linger = self.factory.clock.callLater(
+                LINGER_SECONDS, transport.abortConnection
+            )
+        else:
+            transport.loseConnection()
+
+
+def _set_target(request: Request, url: bytes) -> bool:
+    """
+    Fill in C{uri}, C{path}, C{query}, C{prepath} and C{postpath} from the
+    request target; return L{False} if it is neither origin- nor
+    absolute-form.
+    """
+    if not url.startswith(b"/"):
+        # absolute-form (RFC 9112 3.2.2): drop the scheme and authority.
+        scheme, sep, rest = url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return False
+        slash = rest.find(b"/")
+        url = rest[slash:] if slash >= 0 else b"/"
+    request.uri = url
+    path, _, query = url.partition(b"?")
+    request.path = path
+    request.query = query
+    segments = path[1:].split(b"/")
+    if b"%" in path:
+        segments = [unquote_to_bytes(s) for s in segments]
+    request.postpath = segments
+    return True
+
+
+def _parse_query(query: bytes) -> dict[bytes, list[bytes]]:
+    """
+    C{parse_qs(query, keep_blank_values=True)}, without its cost for the
+    plain C{name=value} pairs clients send.
+    """
+    args: dict[bytes, list[bytes]] = {}
+    if not query:
+        return args
+    for pair in query.split(b"&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition(b"=")
+        if b"%" in pair or b"+" in pair:
+            name = unquote_to_bytes(name.replace(b"+", b" "))
+            value = unquote_to_bytes(value.replace(b"+", b" "))
+        args.setdefault(name, []).append(value)
+    return args
+
+
+def _is_tls(transport: object) -> bool:
+    from twisted.internet.interfaces import ISSLTransport
+
+    return ISSLTransport.providedBy(transport)
+
+
+class GameHTTPFactory(Factory[HTTPChannel]):
+    """
+    Builds an L{HTTPChannel} per connection, serving C{resource}.
+
+    The access log is written only when C{access_log} names a file; when it
+    is off nothing is formatted.
+    """
+
+    def __init__(
+        self,
+        resource: IResource,
+        clock: IReactorTime,
+        access_log: str | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self.resource = resource
+        self.clock = clock
+        self.access_log = access_log
+        self.idle_timeout = idle_timeout
+        self.max_body = max_body
+        self.max_headers = MAX_HEADERS
+        self.max_header_bytes = MAX_HEADER_BYTES
+        self.max_url = MAX_URL_BYTES
+        self._log_file: IO[str] | None = None
+        self._opener: Callable[[str], IO[str]] = lambda path: open(  # noqa: SIM115
+            path, "a", buffering=1, encoding="utf-8"
+        )
+
+    def buildProtocol(self, addr: IAddress | None) -> HTTPChannel:
+        channel = HTTPChannel()
+        channel.factory = self
+        return channel
+
+    def startFactory(self) -> None:
+        if self.access_log is not None:
+            self._log_file = self._opener(self.access_log)
+
+    def stopFactory(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def log_access(self, request: Request) -> None:
+        """
+        Append C{request} to the access log in the combined format.
+        """
+        if self._log_file is not None:
+            timestamp = datetimeToLogString(self.clock.seconds())
+            self._log_file.write(combinedLogFormatter(timestamp, request) + "\n")

@@ -1,0 +1,139 @@
+"""
+The relay served over HTTP: C{POST /relay} and C{GET /relay}.
+"""
+
+from time import perf_counter
+from typing import IO, Final, Protocol
+
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import Resource
+
+from gameserver.relay import Errors, Relay, Reply
+from gameserver.relay_wire import format_reply, parse_request
+
+PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
+ALLOWED: Final = (b"GET", b"HEAD", b"POST")
+
+
+class _Exchange(Protocol):
+    """
+    What the relay uses of a L{twisted.web.server.Request}, typed.
+    """
+
+    method: bytes
+    content: IO[bytes] | None
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+    def getHeader(self, key: bytes) -> bytes | None: ...
+
+
+class _TooLong:
+    """
+    The marker for a body over the size limit.
+    """
+
+
+_TOO_LONG: Final = _TooLong()
+
+
+class RelayResource(Resource):
+    """
+    The relay protocol over HTTP.
+
+    C{POST} takes a request body C{<symbol>,<data>,<key>,<player>,<counter>}
+    of at most C{max_body} bytes and answers C{200} with C{0/<code>/<payload>}
+    on success, C{400} with an error body, or C{413} with C{20/*/*} for an
+    over-long body.  C{GET} answers how many seconds the last C{POST} took,
+    for the seed's stress client.  Every body is C{text/plain}; every other
+    method gets C{405} with an C{Allow} header.
+    """
+
+    isLeaf = True
+    allowedMethods = ALLOWED
+    _log = Logger()
+
+    def __init__(self, relay: Relay, max_body: int = 16384) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._relay = relay
+        self._max_body = max_body
+
+    def render(self, request: _Exchange) -> bytes:
+        """
+        Answer C{405} in plain text for a method the relay does not serve.
+        """
+        request.setHeader(b"content-type", PLAIN_TEXT)
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method not in ALLOWED:
+            request.setResponseCode(http.NOT_ALLOWED)
+            request.setHeader(b"allow", b", ".join(ALLOWED))
+            return b"method not allowed"
+        body: bytes = super().render(request)  # type: ignore[no-untyped-call]
+        return body
+
+    def render_GET(self, request: _Exchange) -> bytes:
+        """
+        The seconds the last relay C{POST} took, as a decimal number.
+        """
+        return f"{self._relay.last_request_seconds:.9f}".encode("ascii")
+
+    def render_HEAD(self, request: _Exchange) -> bytes:
+        """
+        The headers of C{GET}, without its body.
+        """
+        request.setHeader(b"content-length", b"%d" % len(self.render_GET(request)))
+        return b""
+
+    def render_POST(self, request: _Exchange) -> bytes:
+        """
+        Apply one relay request and answer its reply.
+        """
+        started = perf_counter()
+        body = self._read_body(request)
+        reply: Reply
+        if body is _TOO_LONG:
+            reply = Errors.TOO_LONG
+        else:
+            assert not isinstance(body, _TooLong)
+            parsed = parse_request(body)
+            if isinstance(parsed, Reply):
+                reply = parsed
+            else:
+                try:
+                    reply = self._relay.handle(parsed)
+                except Exception:
+                    # A bug must not leave the client guessing: it registers
+                    # again, which is every client's way back.
+                    self._log.failure("relay request failed")
+                    reply = Errors.OUT_OF_ORDER
+        if reply is Errors.TOO_LONG:
+            request.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
+        elif not reply.ok:
+            request.setResponseCode(http.BAD_REQUEST)
+        out = format_reply(reply)
+        self._relay.last_request_seconds = perf_counter() - started
+        return out
+
+    def _read_body(self, request: _Exchange) -> bytes | _TooLong | None:
+        """
+        The body; L{None} if the request gave no length (no C{Content-Length}
+        and no chunked body), L{_TOO_LONG} past C{max_body}.
+        """
+        content = getattr(request, "content", None)
+        length = request.getHeader(b"content-length")
+        if content is None or (
+            length is None and request.getHeader(b"transfer-encoding") is None
+        ):
+            return None
+        if length is not None:
+            if not length.strip().isdigit():
+                return None
+            if int(length) > self._max_body:
+                return _TOO_LONG
+        data: bytes = content.read(self._max_body + 1)
+        if len(data) > self._max_body:
+            return _TOO_LONG
+        return data
