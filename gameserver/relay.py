@@ -230,8 +230,9 @@ class _Player:
         self.phase = Phase.WAITING
         self.partner: _Player | None = None
         self.server_side = False
-        # Names never to be paired with again, oldest first.
-        self.shunned: dict[str, None] = {}
+        # Names never to be paired with again, oldest first; made on the
+        # first one, since most players never need it.
+        self.shunned: dict[str, None] | None = None
         self.gone = False
         self.deadline: float | None = None
         self.seat: _Seat | None = None
@@ -274,6 +275,13 @@ class _Seat:
         self.cache_bytes = 0
         self.left = False
         self.deadline: float | None = None
+
+
+def _shuns(player: _Player, other: _Player) -> bool:
+    """
+    Whether C{player} refuses to be paired with C{other} again.
+    """
+    return player.shunned is not None and other.name in player.shunned
 
 
 def _joined_size(a_items: int, a_bytes: int, b_items: int, b_bytes: int) -> int:
@@ -468,7 +476,7 @@ class Relay:
         for candidate in self._pool.values():
             if candidate is player:
                 continue
-            if candidate.name in player.shunned or player.name in candidate.shunned:
+            if _shuns(player, candidate) or _shuns(candidate, player):
                 skipped += 1
                 if skipped > self.config.max_pair_scan:
                     return None
@@ -501,10 +509,13 @@ class Relay:
         return Errors.PARTNER_DROPPED
 
     def _shun(self, player: _Player, name: str) -> None:
-        player.shunned.pop(name, None)
-        player.shunned[name] = None
-        while len(player.shunned) > self.config.max_shunned:
-            del player.shunned[next(iter(player.shunned))]
+        shunned = player.shunned
+        if shunned is None:
+            shunned = player.shunned = {}
+        shunned.pop(name, None)
+        shunned[name] = None
+        while len(shunned) > self.config.max_shunned:
+            del shunned[next(iter(shunned))]
 
     def _out_of_order(self, player: _Player) -> Reply:
         self._drop(player, leave_game=True)
