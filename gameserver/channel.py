@@ -303,6 +303,14 @@ class HTTPChannel(Protocol):
 
     def connectionMade(self) -> None:
         self.secure = _is_tls(self.transport)
+        # Responses are written whole; Nagle would hold back each pipelined
+        # response until the client acknowledged the one before it.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass  # not TCP (a UNIX socket): nothing to delay
         clock = self.factory.clock
         self._last_activity = clock.seconds()
         self._idle_timer = clock.callLater(self.factory.idle_timeout, self._check_idle)

@@ -5,7 +5,10 @@ bodies, C{Expect: 100-continue}, HTTP/1.0, body limits, the access log.
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
+from twisted.web import pages
 
 from gameserver import channel
 from gameserver.channel import MAX_BODY, GameHTTPFactory
@@ -333,3 +336,33 @@ class LimitTests(SiteTestCase):
             post(2, key, b"5"), LIST_CLOSE.replace(b"/2/", b"/%32/")
         )
         self.assertEqual(responses[1][:1] + responses[1][2:], (200, b"1=5"))
+
+
+class NoDelayTests(TestCase):
+    """
+    Responses are not held back by Nagle's algorithm.
+    """
+
+    def test_tcp_no_delay(self) -> None:
+        """A new TCP connection gets TCP_NODELAY."""
+        calls: list[bool] = []
+
+        class Transport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+
+        factory = GameHTTPFactory(pages.notFound(), Clock())
+        factory.buildProtocol(None).makeConnection(Transport())
+        self.assertEqual(calls, [True])
+
+    def test_unix_socket(self) -> None:
+        """A transport that refuses the option (a UNIX socket) is served anyway."""
+
+        class Transport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                raise OSError(95, "Operation not supported")
+
+        factory = GameHTTPFactory(pages.notFound(), Clock())
+        channel = factory.buildProtocol(None)
+        channel.makeConnection(Transport())
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
