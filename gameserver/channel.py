@@ -7,6 +7,7 @@ and hands each request to the same L{IResource} tree as a light L{Request}
 that carries only what resources use.
 """
 
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 import httptools
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -298,11 +300,18 @@ class HTTPChannel(Protocol):
         self._last_activity = 0.0
         self._idle_timer: IDelayedCall | None = None
         self._linger: IDelayedCall | None = None
+        self._socket: socket.socket | None = None
 
     # -- connection --
 
     def connectionMade(self) -> None:
         self.secure = _is_tls(self.transport)
+        # Only a plain TCP or UNIX connection may be written to directly; a
+        # TLS transport forwards attribute lookups to the TCP connection below
+        # it, whose socket must never see plaintext.
+        transport = self.transport
+        if isinstance(transport, tcp.Connection) and not self.secure:
+            self._socket = transport.socket
         # Responses are written whole; Nagle would hold back each pipelined
         # response until the client acknowledged the one before it.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -528,7 +537,7 @@ class HTTPChannel(Protocol):
         buffering and flow control are unchanged.
         """
         transport: Any = self.transport
-        sock = getattr(transport, "socket", None)
+        sock = self._socket
         if (
             sock is None
             or transport._tempDataLen
