@@ -11,6 +11,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from email.utils import formatdate
 from io import BytesIO
 from typing import IO, Any
@@ -316,10 +317,8 @@ class HTTPChannel(Protocol):
         # response until the client acknowledged the one before it.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
-            try:
+            with suppress(OSError):  # not TCP (a UNIX socket): nothing to delay
                 set_no_delay(True)
-            except OSError:
-                pass  # not TCP (a UNIX socket): nothing to delay
         clock = self.factory.clock
         self._last_activity = clock.seconds()
         self._idle_timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
