@@ -9,6 +9,7 @@
 #   GAMESERVER_SESSION_TTL   seconds a session key lives          [600]
 #   GAMESERVER_SESSIONS      stored | signed                      [stored]
 #   GAMESERVER_SECRET_FILE   HMAC secret file for signed sessions
+#   GAMESERVER_DATABASE      SQLite file for durable state        [off]
 #   GAMESERVER_ACCESS_LOG    combined-format access log file      [off]
 #   GAMESERVER_RELAY_PAIRING_TIMEOUT    silent pairing player dropped after [25]
 #   GAMESERVER_RELAY_LONG_WAIT_TIMEOUT  the same with the long-wait key     [180]

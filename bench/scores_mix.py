@@ -3,6 +3,7 @@ Requests per second of the mixed scores workload: gameserver against aiohttp.
 
 Starts gameserver (C{twistd -n gameserver}) and the minimal aiohttp
 implementation of the same API in C{bench/aiohttp_scores.py} (and, with
+C{--database}, gameserver on a fresh SQLite database; with
 C{--twisted-baseline}, a bare twisted.web site answering every request with a
 fixed body), each on a free port of 127.0.0.1, and drives them with wrk and
 C{bench/scores_mix.lua} (10% logins, 50% score posts, 40% list reads over 1000
@@ -23,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +98,12 @@ def gameserver(port: int) -> list[str]:
     ]
 
 
+def durable_gameserver(port: int) -> list[str]:
+    # A fresh database per run, so every run starts from the same state.
+    path = os.path.join(tempfile.mkdtemp(prefix="gameserver-bench-"), "game.db")
+    return [*gameserver(port), "--database", path]
+
+
 def bare_twisted_web(port: int) -> list[str]:
     return [sys.executable, "-c", BASELINE, str(port)]
 
@@ -134,6 +142,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
+        "--database",
+        action="store_true",
+        help="also run gameserver with --database (a fresh SQLite file per run)",
+    )
+    parser.add_argument(
         "--twisted-baseline",
         action="store_true",
         help="also run a bare twisted.web site returning a fixed body",
@@ -143,6 +156,8 @@ def main() -> None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
 
     contenders = {"gameserver": gameserver, "aiohttp": aiohttp}
+    if args.database:
+        contenders["durable"] = durable_gameserver
     if args.twisted_baseline:
         contenders["twisted.web"] = bare_twisted_web
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}

@@ -63,15 +63,21 @@ class DeadlineQueue(Generic[T]):
         """
         return len(self._items)
 
-    def push(self, item: T) -> float:
+    def push(self, item: T, deadline: float | None = None) -> float:
         """
         Add C{item} with a deadline C{ttl} from now, and return that deadline.
+
+        An explicit C{deadline} (a session restored from disk keeps its
+        remaining lifetime) must not be earlier than any pushed before it,
+        so that the FIFO stays in deadline order.
         """
-        deadline = self._clock.seconds() + self.ttl
+        if deadline is None:
+            deadline = self._clock.seconds() + self.ttl
         self._items.append(item)
         self._deadlines.append(deadline)
         if self._timer is None:
-            self._timer = self._clock.callLater(self.ttl, self._fire)
+            delay = max(deadline - self._clock.seconds(), 0.0)
+            self._timer = self._clock.callLater(delay, self._fire)
         return deadline
 
     def withdraw(self) -> None:

@@ -22,22 +22,36 @@ class Board:
 
     __slots__ = ("_body", "_entries")
 
-    def __init__(self) -> None:
-        self._entries: list[tuple[int, int, int]] = []
-        self._body: bytes | None = b""
+    def __init__(self, entries: list[tuple[int, int, int]] | None = None) -> None:
+        """
+        @param entries: C{(-score, order, user)} of distinct users, sorted, at
+            most L{LIST_LENGTH}: a list loaded from disk.
+        """
+        self._entries: list[tuple[int, int, int]] = entries or []
+        self._body: bytes | None = None if entries else b""
+
+    def would_change(self, user: int, score: int) -> bool:
+        """
+        Whether recording C{score} for C{user} would change the list.
+        """
+        entries = self._entries
+        if len(entries) >= LIST_LENGTH and -score >= entries[-1][0]:
+            return False  # not above the last entry, which got there first
+        for negative, _, holder in entries:
+            if holder == user:
+                return score > -negative
+        return True
 
     def record(self, user: int, score: int, order: int) -> bool:
         """
         Record C{score} for C{user}, reached at C{order}; return whether the
         list changed.
         """
+        if not self.would_change(user, score):
+            return False
         entries = self._entries
-        if len(entries) >= LIST_LENGTH and -score >= entries[-1][0]:
-            return False  # not above the last entry, which got there first
-        for index, (negative, _, holder) in enumerate(entries):
+        for index, (_, _, holder) in enumerate(entries):
             if holder == user:
-                if -negative >= score:
-                    return False
                 del entries[index]
                 break
         insort(entries, (-score, order, user))
@@ -79,14 +93,33 @@ class Leaderboards:
         """
         return len(self._boards)
 
-    def record(self, level: int, user: int, score: int) -> bool:
+    def record(
+        self, level: int, user: int, score: int, order: int | None = None
+    ) -> bool:
         """
         Record C{user}'s C{score} on C{level}; return whether its list changed.
+
+        @param order: where the score falls among equal ones; by default after
+            every score recorded so far.  A durable store passes the sequence
+            it stored, so ties come out the same after a restart.
         """
         board = self._boards.get(level)
         if board is None:
             board = self._boards[level] = Board()
-        return board.record(user, score, next(self._order))
+        return board.record(user, score, next(self._order) if order is None else order)
+
+    def would_change(self, level: int, user: int, score: int) -> bool:
+        """
+        Whether recording C{user}'s C{score} on C{level} would change its list.
+        """
+        board = self._boards.get(level)
+        return board is None or board.would_change(user, score)
+
+    def load(self, level: int, entries: list[tuple[int, int, int]]) -> None:
+        """
+        Set C{level}'s list to C{entries} (see L{Board}): for start-up.
+        """
+        self._boards[level] = Board(entries)
 
     def body(self, level: int) -> bytes:
         """

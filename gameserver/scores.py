@@ -38,9 +38,11 @@ class ScoresBackend(Protocol):
         Return the high-score list body of C{level}.
         """
 
-    def stop(self) -> None:
+    def stop(self) -> "Deferred[None] | None":
         """
         Release timers and connections; the backend is not used any more.
+        A store that must finish work first (commit what is in flight)
+        returns a L{Deferred} that fires when it has.
         """
 
 

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from gameserver import __version__
 from gameserver.channel import MAX_BODY, GameHTTPFactory
+from gameserver.durable import DatabaseError, DurableScores, open_database
 from gameserver.leaderboard import Leaderboards
 from gameserver.relay import Relay, RelayConfig
 from gameserver.relay_resource import RelayResource
@@ -163,6 +164,14 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "database",
+            None,
+            None,
+            "Keep high-score lists and stored sessions in this SQLite file "
+            "(created if missing), so that restarts and crashes lose nothing "
+            "acknowledged; off: in memory only. [default: none]",
+        ],
+        [
             "access-log",
             None,
             None,
@@ -191,6 +200,12 @@ class Options(usage.Options):
             self["secret"] = _read_secret(self["secret-file"])
         elif self["secret-file"] is not None:
             raise usage.UsageError("--secret-file applies only to --sessions=signed")
+        self["db"] = None
+        if self["database"] is not None:
+            try:
+                self["db"] = open_database(self["database"])
+            except DatabaseError as e:
+                raise usage.UsageError(str(e)) from e
         if self["access-log"] is not None:
             try:
                 with open(self["access-log"], "a"):
@@ -289,10 +304,12 @@ class StateService(Service):
         self.scores = scores
         self.relay = relay
 
-    def stopService(self) -> None:
+    def stopService(self) -> "Deferred[None] | None":
+        # twistd waits for the Deferred of a durable store: it answers and
+        # commits what is in flight before the process exits.
         super().stopService()  # type: ignore[no-untyped-call]
-        self.scores.stop()
         self.relay.stop()
+        return self.scores.stop()
 
 
 def make_sessions(config: Mapping[str, Any], clock: IReactorTime) -> SessionStore:
@@ -321,7 +338,17 @@ def make_site(
     """
     Build the state, the service that owns it, and the HTTP factory serving it.
     """
-    scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
+    scores: ScoresBackend
+    if config.get("db") is not None:
+        scores = DurableScores.load(
+            config["db"],
+            reactor,
+            config["sessions"],
+            float(config["session-ttl"]),
+            config["secret"],
+        )
+    else:
+        scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
     relay = Relay(reactor, relay_config(config))
     max_body = config["relay-max-body"]
     root = GameRoot(scores, RelayResource(relay, max_body=max_body))

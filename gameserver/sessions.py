@@ -56,6 +56,7 @@ class StoredSessions:
 
     def __init__(self, clock: IReactorTime, ttl: float = DEFAULT_TTL) -> None:
         self.ttl = ttl
+        self._clock = clock
         self._user_of: dict[bytes, int] = {}
         self._key_of: dict[int, bytes] = {}
         self._queue: DeadlineQueue[bytes] = DeadlineQueue(
@@ -70,18 +71,33 @@ class StoredSessions:
         return len(self._user_of)
 
     def issue(self, user: int) -> bytes:
+        key, deadline = self.prepare(user)
+        self.admit(user, key, deadline)
+        return key
+
+    def prepare(self, user: int) -> tuple[bytes, float]:
+        """
+        Draw a new key for C{user} and its deadline, without making it live:
+        a durable store commits it first, then calls L{admit}.
+        """
         self._queue.expire_due()
         key = keys.random_key()
         while key in self._user_of:  # pragma: no cover - 2**-128 odds
             key = keys.random_key()
+        return key, self._clock.seconds() + self.ttl
+
+    def admit(self, user: int, key: bytes, deadline: float) -> None:
+        """
+        Make C{key} C{user}'s live key until C{deadline}, revoking the
+        user's previous key.  Deadlines must come in non-decreasing order.
+        """
         old = self._key_of.get(user)
         if old is not None:
             del self._user_of[old]
             self._queue.withdraw()
         self._user_of[key] = user
         self._key_of[user] = key
-        self._queue.push(key)
-        return key
+        self._queue.push(key, deadline)
 
     def user_for(self, key: bytes) -> int | None:
         self._queue.expire_due()

@@ -1,0 +1,562 @@
+"""
+Tests for L{gameserver.durable}: the SQLite store behind C{--database}.
+
+The writer thread reports back through the real reactor (trial runs it);
+session lifetimes run on a L{Clock}.
+"""
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from gameserver import durable
+from gameserver.durable import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    Database,
+    DatabaseError,
+    DurableScores,
+    SessionsMode,
+    open_database,
+)
+from gameserver.sessions import StoredSessions
+
+T = TypeVar("T")
+THREADS = cast(IReactorFromThreads, reactor)
+SECRET = b"a secret of more than sixteen bytes"
+START = 1_000_000.0
+
+
+def deferred(outcome: T | Deferred[T]) -> Deferred[T]:
+    """
+    The outcome, which must be a Deferred.
+    """
+    assert isinstance(outcome, Deferred)
+    return outcome
+
+
+class StoreTestCase(TestCase):
+    """
+    Opens stores on a database file in the test's temporary directory.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.clock = Clock()
+        self.clock.advance(START)
+
+    def open(self, mode: SessionsMode = "stored", ttl: float = 600.0) -> DurableScores:
+        store = DurableScores.load(
+            open_database(self.path), self.clock, mode, ttl, SECRET, THREADS
+        )
+        self.addCleanup(store.stop)
+        return store
+
+    async def login(self, store: DurableScores, user: int) -> bytes:
+        outcome = store.login(user)
+        return outcome if isinstance(outcome, bytes) else await outcome
+
+    async def post(
+        self, store: DurableScores, key: bytes, level: int, score: int
+    ) -> bool:
+        outcome = store.post_score(key, level, score)
+        return outcome if isinstance(outcome, bool) else await outcome
+
+    def rows(self, query: str) -> list[Any]:
+        connection = sqlite3.connect(self.path)
+        try:
+            return connection.execute(query).fetchall()
+        finally:
+            connection.close()
+
+    def gate(self, store: DurableScores) -> tuple[threading.Event, threading.Event]:
+        """
+        Hold the writer inside its next batch: returns (entered, release).
+        """
+        entered, release = threading.Event(), threading.Event()
+        write = store.writer._write
+
+        def held(connection: sqlite3.Connection, batch: list[Any]) -> None:
+            entered.set()
+            release.wait(10)
+            write(connection, batch)
+
+        self.patch(store.writer, "_write", held)
+        return entered, release
+
+
+class WriteTests(StoreTestCase):
+    """
+    Logins and score posts are committed before they are answered.
+    """
+
+    async def test_login_is_on_disk_when_answered(self) -> None:
+        """A stored-mode login answers with a key only once its row is on disk."""
+        store = self.open()
+        outcome = store.login(7)
+        self.assertIsInstance(outcome, Deferred)
+        key = await self.login(store, 7)
+        self.assertEqual(
+            self.rows("SELECT user, key, deadline FROM sessions"),
+            [(7, key, START + 600)],
+        )
+        self.assertIs(await self.post(store, key, 1, 100), True)
+
+    async def test_score_is_on_disk_when_answered(self) -> None:
+        """A score post that changes a list answers after its row is on disk."""
+        store = self.open()
+        key = await self.login(store, 7)
+        self.assertIs(await self.post(store, key, 3, 1500), True)
+        self.assertEqual(
+            self.rows("SELECT level, user, score FROM scores"), [(3, 7, 1500)]
+        )
+        self.assertEqual(store.high_score_list(3), b"7=1500")
+
+    async def test_unknown_key_refused_without_write(self) -> None:
+        """A post with an unknown key is refused at once and writes nothing."""
+        store = self.open()
+        self.assertIs(store.post_score(b"nosuchkey", 1, 5), False)
+        self.assertEqual(store.writer.commits, 0)
+
+    async def test_post_that_changes_nothing_answers_at_once(self) -> None:
+        """A score not above the user's entry, or a full list's last, skips the disk."""
+        store = self.open()
+        keys = [await self.login(store, user) for user in range(16)]
+        for user, key in enumerate(keys[:15]):
+            await self.post(store, key, 1, 100 + user)
+        commits = store.writer.commits
+        self.assertIs(store.post_score(keys[3], 1, 50), True)
+        self.assertIs(store.post_score(keys[3], 1, 103), True)
+        self.assertIs(store.post_score(keys[15], 1, 100), True)
+        self.assertEqual(store.writer.commits, commits)
+        self.assertNotIn(b"15=", store.high_score_list(1))
+
+    async def test_not_visible_before_commit(self) -> None:
+        """A post shows in its list once acknowledged, not before its commit."""
+        store = self.open()
+        key = await self.login(store, 7)
+        entered, release = self.gate(store)
+        outcome = store.post_score(key, 2, 900)
+        entered.wait(10)
+        self.assertEqual(store.high_score_list(2), b"")
+        release.set()
+        self.assertIs(await deferred(outcome), True)
+        self.assertEqual(store.high_score_list(2), b"7=900")
+
+    async def test_new_key_live_only_after_commit(self) -> None:
+        """A new login revokes the old key only when the new one is committed."""
+        store = self.open()
+        old = await self.login(store, 7)
+        entered, release = self.gate(store)
+        outcome = store.login(7)
+        entered.wait(10)
+        self.assertEqual(store.sessions.user_for(old), 7)
+        release.set()
+        new = await deferred(outcome)
+        self.assertIsNone(store.sessions.user_for(old))
+        self.assertEqual(store.sessions.user_for(new), 7)
+
+    async def test_start_prunes_what_fell_off(self) -> None:
+        """Rows that fell off a top list are deleted at the next start."""
+        store = self.open()
+        for user in range(20):
+            key = await self.login(store, user)
+            await self.post(store, key, 4, 1000 + user)
+        await store.stop()
+        reloaded = self.open()
+        self.assertEqual(
+            self.rows("SELECT user FROM scores WHERE level = 4 ORDER BY score DESC"),
+            [(user,) for user in range(19, 4, -1)],
+        )
+        self.assertEqual(
+            reloaded.high_score_list(4),
+            b",".join(b"%d=%d" % (u, 1000 + u) for u in range(19, 4, -1)),
+        )
+
+
+class BatchingTests(StoreTestCase):
+    """
+    The writer commits everything queued since its last commit as one batch.
+    """
+
+    async def test_many_writes_one_commit(self) -> None:
+        """Writes queued while a commit runs are committed together in the next one."""
+        store = self.open()
+        keys = [await self.login(store, user) for user in range(50)]
+        commits = store.writer.commits
+        entered, release = self.gate(store)
+        first = store.login(1000)
+        entered.wait(10)
+        outcomes: list[Deferred[Any]] = [
+            deferred(store.login(user)) for user in range(50, 100)
+        ]
+        outcomes += [
+            deferred(store.post_score(key, level, 500))
+            for level, key in enumerate(keys)
+        ]
+        release.set()
+        await deferred(first)
+        for outcome in outcomes:
+            await outcome
+        self.assertEqual(store.writer.commits, commits + 2)
+        self.assertEqual(store.writer.largest, 100)
+        self.assertEqual(len(self.rows("SELECT * FROM sessions")), 101)
+        self.assertEqual(len(self.rows("SELECT * FROM scores")), 50)
+
+    async def test_acknowledgements_in_commit_order(self) -> None:
+        """Answers fire in the order the writes were made, across batches."""
+        store = self.open()
+        key = await self.login(store, 1)
+        answered: list[int] = []
+        entered, release = self.gate(store)
+        pending: list[Deferred[Any]] = []
+        for number in range(30):
+            outcome: Any = (
+                store.login(100 + number)
+                if number % 3
+                else store.post_score(key, number, 10)
+            )
+            outcome.addCallback(lambda _, n=number: answered.append(n))
+            pending.append(outcome)
+            if number == 0:
+                entered.wait(10)
+        release.set()
+        for outcome in pending:
+            await outcome
+        self.assertEqual(answered, list(range(30)))
+
+    async def test_same_user_twice_in_one_batch(self) -> None:
+        """Two logins of a user in one batch leave the second key, here and on disk."""
+        store = self.open()
+        entered, release = self.gate(store)
+        blocker = store.login(99)
+        entered.wait(10)
+        first, second = store.login(5), store.login(5)
+        release.set()
+        await deferred(blocker)
+        key1, key2 = await deferred(first), await deferred(second)
+        self.assertIsNone(store.sessions.user_for(key1))
+        self.assertEqual(store.sessions.user_for(key2), 5)
+        self.assertEqual(
+            self.rows("SELECT key FROM sessions WHERE user = 5"), [(key2,)]
+        )
+
+
+class RecoveryTests(StoreTestCase):
+    """
+    A store loaded from the file has the lists and live sessions it had.
+    """
+
+    async def test_lists_survive_restart(self) -> None:
+        """Every level's list body is the same after stop and reload."""
+        store = self.open()
+        for user in range(40):
+            key = await self.login(store, user)
+            for level in range(5):
+                await self.post(store, key, level, (user * 37 + level * 11) % 23)
+        bodies = [store.high_score_list(level) for level in range(5)]
+        await store.stop()
+        reloaded = self.open()
+        self.assertEqual([reloaded.high_score_list(lv) for lv in range(5)], bodies)
+
+    async def test_tie_order_survives_restart(self) -> None:
+        """Equal scores keep first-come order after a restart; later ones follow."""
+        store = self.open()
+        for user in (30, 10, 20):
+            await self.post(store, await self.login(store, user), 1, 500)
+        await store.stop()
+        reloaded = self.open()
+        self.assertEqual(reloaded.high_score_list(1), b"30=500,10=500,20=500")
+        await self.post(reloaded, await self.login(reloaded, 5), 1, 500)
+        self.assertEqual(reloaded.high_score_list(1), b"30=500,10=500,20=500,5=500")
+
+    async def test_sessions_keep_remaining_lifetime(self) -> None:
+        """A live session is restored with its remaining lifetime, not a fresh one."""
+        store = self.open(ttl=100)
+        key = await self.login(store, 7)
+        await store.stop()
+        self.clock.advance(60)
+        reloaded = self.open(ttl=100)
+        self.assertEqual(reloaded.sessions.user_for(key), 7)
+        self.clock.advance(39.9)
+        self.assertEqual(reloaded.sessions.user_for(key), 7)
+        self.clock.advance(0.1)
+        self.assertIsNone(reloaded.sessions.user_for(key))
+
+    async def test_expired_sessions_dropped(self) -> None:
+        """Sessions expired while the server was down are not loaded and are deleted."""
+        store = self.open(ttl=100)
+        expired = await self.login(store, 1)
+        self.clock.advance(50)
+        live = await self.login(store, 2)
+        await store.stop()
+        self.clock.advance(60)
+        reloaded = self.open(ttl=100)
+        self.assertIsNone(reloaded.sessions.user_for(expired))
+        self.assertEqual(reloaded.sessions.user_for(live), 2)
+        self.assertEqual(len(reloaded.sessions), 1)  # type: ignore[arg-type]
+        self.assertEqual(self.rows("SELECT user FROM sessions"), [(2,)])
+
+    async def test_shorter_ttl_caps_restored_sessions(self) -> None:
+        """Restarting with a shorter --session-ttl caps the lifetime of stored keys."""
+        store = self.open(ttl=600)
+        key = await self.login(store, 7)
+        await store.stop()
+        reloaded = self.open(ttl=10)
+        self.clock.advance(10)
+        self.assertIsNone(reloaded.sessions.user_for(key))
+
+    async def test_revoked_key_stays_revoked(self) -> None:
+        """After a restart only the user's latest key works."""
+        store = self.open()
+        old = await self.login(store, 7)
+        new = await self.login(store, 7)
+        await store.stop()
+        reloaded = self.open()
+        self.assertIsNone(reloaded.sessions.user_for(old))
+        self.assertEqual(reloaded.sessions.user_for(new), 7)
+
+    async def test_signed_mode_stores_no_sessions(self) -> None:
+        """Signed mode answers logins at once, stores no session, and keeps scores."""
+        store = self.open(mode="signed")
+        key = store.login(7)
+        assert isinstance(key, bytes)
+        self.assertIs(await self.post(store, key, 1, 42), True)
+        self.assertEqual(self.rows("SELECT * FROM sessions"), [])
+        await store.stop()
+        reloaded = self.open(mode="signed")
+        self.assertEqual(reloaded.high_score_list(1), b"7=42")
+        self.assertIs(await self.post(reloaded, key, 1, 43), True)
+
+    async def test_stop_commits_queued_writes(self) -> None:
+        """stop() answers and commits what is queued, then refuses new writes."""
+        store = self.open()
+        key = await self.login(store, 1)
+        entered, release = self.gate(store)
+        outcomes = [store.post_score(key, level, 9) for level in range(10)]
+        entered.wait(10)
+        stopped = store.stop()
+        refused = store.login(2)
+        assert isinstance(refused, Deferred)
+        release.set()
+        await stopped
+        for outcome in outcomes:
+            self.assertIs(await deferred(outcome), True)
+        with self.assertRaises(DatabaseError):
+            await refused
+        self.assertEqual(len(self.rows("SELECT * FROM scores")), 10)
+        open_database(self.path).close()  # the lock is released
+
+
+class FailureTests(StoreTestCase):
+    """
+    A commit that fails answers 503 (a failed Deferred) and changes no memory.
+    """
+
+    def limit_writer(self, store: DurableScores, pragma: str) -> list[bool]:
+        """
+        Give the writer's connections C{pragma} until the returned list is
+        emptied.
+        """
+        connect = store.writer._database.connect
+        limited = [True]
+
+        def connect_limited() -> sqlite3.Connection:
+            connection = connect()
+            if limited:
+                connection.execute(pragma)
+            return connection
+
+        self.patch(store.writer._database, "connect", connect_limited)
+        return limited
+
+    async def test_disk_full(self) -> None:
+        """A full disk fails every write of a batch; memory stays; later ones work."""
+        store = self.open(mode="signed")
+        pages = self.rows("PRAGMA page_count")[0][0]
+        limited = self.limit_writer(store, f"PRAGMA max_page_count = {pages}")
+        key = store.login(7)
+        assert isinstance(key, bytes)
+        # A first, small batch fits in the file's free space: it commits.
+        entered, release = self.gate(store)
+        small = deferred(store.post_score(key, 9999, 10))
+        entered.wait(10)
+        outcomes = [deferred(store.post_score(key, level, 10)) for level in range(500)]
+        release.set()
+        self.assertIs(await small, True)
+        for outcome in outcomes:
+            with self.assertRaises(sqlite3.OperationalError) as raised:
+                await outcome
+            self.assertIn("full", str(raised.exception))
+        self.assertEqual(store.high_score_list(3), b"")
+        self.assertEqual(store.high_score_list(9999), b"7=10")
+        self.assertEqual(self.rows("SELECT level FROM scores"), [(9999,)])
+        # The writer reconnects after a failure: the disk has room again.
+        limited.clear()
+        self.assertIs(await self.post(store, key, 3, 10), True)
+        self.assertEqual(store.high_score_list(3), b"7=10")
+
+    async def test_read_only_at_run_time(self) -> None:
+        """A database refusing writes fails the login; the key never becomes live."""
+        store = self.open()
+        self.limit_writer(store, "PRAGMA query_only = 1")
+        outcome = store.login(7)
+        assert isinstance(outcome, Deferred)
+        failures: list[Any] = []
+        outcome.addErrback(failures.append)
+        await store.stop()
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(len(store.sessions), 0)  # type: ignore[arg-type]
+        self.assertEqual(self.rows("SELECT * FROM sessions"), [])
+
+
+class OpenTests(StoreTestCase):
+    """
+    open_database refuses, with one line, what it cannot use safely.
+    """
+
+    def assertRefused(self, fragment: str) -> None:
+        with self.assertRaises(DatabaseError) as raised:
+            open_database(self.path)
+        message = str(raised.exception)
+        self.assertIn(fragment, message)
+        self.assertNotIn("\n", message)
+
+    def write(self, content: bytes) -> None:
+        with open(self.path, "wb") as f:
+            f.write(content)
+
+    def test_new_file_gets_schema(self) -> None:
+        """A new file gets the current schema version and the application id."""
+        open_database(self.path).close()
+        self.assertEqual(self.rows("PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(self.rows("PRAGMA application_id"), [(APPLICATION_ID,)])
+        self.assertEqual(self.rows("PRAGMA journal_mode"), [("wal",)])
+
+    def test_not_a_database(self) -> None:
+        """A file that is not SQLite is refused."""
+        self.write(b"this is not a database at all" * 200)
+        self.assertRefused("file is not a database")
+
+    def test_foreign_database(self) -> None:
+        """Some other program's SQLite database is refused."""
+        connection = sqlite3.connect(self.path)
+        connection.execute("CREATE TABLE t (x)")
+        connection.close()
+        self.assertRefused("not a gameserver one")
+
+    def test_newer_schema(self) -> None:
+        """A file from a newer release is refused, not downgraded."""
+        open_database(self.path).close()
+        connection = sqlite3.connect(self.path)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        connection.close()
+        self.assertRefused(f"schema version {SCHEMA_VERSION + 1}")
+
+    def test_damaged_file(self) -> None:
+        """A file with damaged pages is refused at open or load, never half-loaded."""
+        database = open_database(self.path)
+        connection = sqlite3.connect(self.path)
+        connection.executemany(
+            "INSERT INTO scores VALUES (?, ?, ?, ?)",
+            ((level, 1, 5, level) for level in range(5000)),
+        )
+        connection.commit()
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.close()
+        database.close()
+        with open(self.path, "r+b") as f:
+            f.seek(4096 * 3)
+            f.write(b"\xa5" * 4096 * 2)
+
+        def start() -> None:
+            DurableScores.load(
+                open_database(self.path), self.clock, "stored", 600, None, THREADS
+            ).writer.stop()
+
+        error = self.assertRaises(DatabaseError, start)
+        self.assertNotIn("\n", str(error))
+        self.assertIn(self.path, str(error))
+
+    def test_in_use(self) -> None:
+        """A database another server holds is refused."""
+        database = open_database(self.path)
+        self.addCleanup(database.close)
+        self.assertRefused("another gameserver is using it")
+
+    def test_missing_directory(self) -> None:
+        """A path in a directory that does not exist is refused."""
+        self.path = os.path.join(self.path, "nowhere", "game.db")
+        self.assertRefused("no directory")
+
+    def skipIfRoot(self) -> None:
+        if os.geteuid() == 0:
+            self.skipTest("root ignores file permissions")
+
+    def test_read_only_directory(self) -> None:
+        """A directory where the log files cannot be created is refused."""
+        self.skipIfRoot()
+        directory = os.path.dirname(self.path)
+        os.chmod(directory, 0o555)
+        self.addCleanup(os.chmod, directory, 0o755)
+        self.assertRefused("not writable")
+
+    def test_unreadable_file(self) -> None:
+        """A file the server may not read and write is refused."""
+        self.skipIfRoot()
+        open_database(self.path).close()
+        os.chmod(self.path, 0o200)
+        self.assertRefused("not readable")
+
+
+class SchemaTests(StoreTestCase):
+    """
+    The schema version lets a later release migrate old files.
+    """
+
+    def test_migration_hook(self) -> None:
+        """A file of an older version is migrated step by step, keeping its data."""
+        open_database(self.path).close()
+        connection = sqlite3.connect(self.path)
+        connection.execute("INSERT INTO scores VALUES (1, 2, 3, 4)")
+        connection.commit()
+        connection.close()
+        ran: list[int] = []
+
+        def to_v2(connection: sqlite3.Connection) -> None:
+            ran.append(1)
+            connection.execute("ALTER TABLE scores ADD COLUMN note TEXT")
+
+        migrations: dict[int, Callable[[sqlite3.Connection], None]] = {
+            **durable.MIGRATIONS,
+            SCHEMA_VERSION: to_v2,
+        }
+        self.patch(durable, "MIGRATIONS", migrations)
+        self.patch(durable, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        open_database(self.path).close()
+        open_database(self.path).close()
+        self.assertEqual(ran, [1])
+        self.assertEqual(self.rows("PRAGMA user_version"), [(SCHEMA_VERSION + 1,)])
+        self.assertEqual(
+            self.rows("SELECT level, user, score, seq FROM scores"), [(1, 2, 3, 4)]
+        )
+
+    def test_database_object(self) -> None:
+        """open_database returns a Database whose loading connection load closes."""
+        database = open_database(self.path)
+        self.assertIsInstance(database, Database)
+        store = DurableScores.load(database, self.clock, "stored", 600, None, THREADS)
+        self.addCleanup(store.stop)
+        self.assertIsNone(database.connection)
+        self.assertIsInstance(store.sessions, StoredSessions)
