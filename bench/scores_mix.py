@@ -72,14 +72,18 @@ def wait_for(port: int, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def server(argv: list[str], port: int) -> Iterator[None]:
+def server(argv: list[str], port: int) -> Iterator[int]:
+    """
+    Run C{argv} until the block ends; yield its process id once C{port}
+    accepts connections.
+    """
     env = {**os.environ, "PYTHONPATH": ROOT}
     process = subprocess.Popen(
         argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for(port)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=15)

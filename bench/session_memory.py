@@ -1,11 +1,13 @@
 """
-Resident memory per live session, for each session mode.
+Resident memory per live session (each session mode) and per waiting relay
+player.
 
-Creates N live sessions (distinct users) in a fresh process per mode and
-prints the growth of the process's resident set size per session, next to
-the baseline of the same process before any session existed.
+Creates N live sessions (distinct users), or registers N relay players (named
+like "player123456", waiting in the pool), in a fresh process per case and
+prints the growth of the process's resident set size per item, next to the
+baseline of the same process before any existed.
 
-    python bench/session_memory.py [--sessions 1000000]
+    python bench/session_memory.py [--sessions 1000000] [--relay-players 1000000]
 """
 
 import argparse
@@ -25,6 +27,18 @@ def rss() -> int:
 
 mode, count = sys.argv[1], int(sys.argv[2])
 clock = Clock()
+if mode == "relay":
+    from gameserver.relay import Relay, RelayConfig
+    from gameserver.relay_wire import parse_request
+
+    relay = Relay(clock, RelayConfig(max_players=count + 1))
+    gc.collect()
+    before = rss()
+    for i in range(count):
+        relay.handle(parse_request(b"0,player%d,*,*,*" % i))
+    gc.collect()
+    print(before, rss(), relay.waiting)
+    raise SystemExit
 store = StoredSessions(clock) if mode == "stored" else SignedSessions(clock, b"s" * 32)
 gc.collect()
 before = rss()
@@ -43,26 +57,30 @@ print(before, after, held)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--relay-players", type=int, default=1_000_000)
     args = parser.parse_args()
     gc.collect()
-    for mode in ("stored", "signed"):
+    for mode in ("stored", "signed", "relay"):
+        count = args.relay_players if mode == "relay" else args.sessions
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, mode, str(args.sessions)],
+            [sys.executable, "-c", CHILD, mode, str(count)],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         before, after, held = (int(x) for x in out.split())
-        per = (after - before) / args.sessions
-        note = (
-            f"{held} live sessions held by the server"
-            if mode == "stored"
-            else "server holds nothing; growth is the benchmark's own list of keys"
-        )
+        per = (after - before) / count
+        if mode == "relay":
+            what, note = "registrations", f"{held} relay players waiting for a partner"
+        elif mode == "stored":
+            what, note = "logins", f"{held} live sessions held by the server"
+        else:
+            what = "logins"
+            note = "server holds nothing; growth is the benchmark's own list of keys"
         print(
             f"{mode:7} baseline RSS {before / 2**20:7.1f} MiB, "
-            f"after {args.sessions} logins {after / 2**20:7.1f} MiB: "
-            f"{per:6.1f} bytes per session ({note})"
+            f"after {count} {what} {after / 2**20:7.1f} MiB: "
+            f"{per:6.1f} bytes each ({note})"
         )
 
 
