@@ -190,6 +190,9 @@ def main() -> None:
     print(
         f"ratio gameserver / aiohttp: {medians['gameserver'] / medians['aiohttp']:.2f}"
     )
+    if "durable" in medians:
+        ratio = medians["durable"] / medians["gameserver"]
+        print(f"ratio durable (--database) / in-memory gameserver: {ratio:.2f}")
 
 
 if __name__ == "__main__":
