@@ -18,6 +18,9 @@
 #   GAMESERVER_RELAY_MAX_GAMES          relay games at once                 [25000]
 #   GAMESERVER_RELAY_MAX_CACHE          resend cache / queue bytes          [131072]
 #   GAMESERVER_RELAY_MAX_BODY           relay request body bytes            [16384]
+#   GAMESERVER_METRICS_PORT   Prometheus metrics endpoint          [off]
+#   GAMESERVER_SHUTDOWN_TIMEOUT  seconds requests may finish on SIGTERM [10]
+#   GAMESERVER_CORS_ORIGIN    allowed browser origins, space- or comma-separated [none]
 #
 # Example: GAMESERVER_PORT=tcp:8080:interface=127.0.0.1 twistd -ny gameserver.tac
 

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from email.utils import formatdate
 from io import BytesIO
+from time import perf_counter
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 import httptools
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -29,6 +30,9 @@ from twisted.web.http import RESPONSES, combinedLogFormatter, datetimeToLogStrin
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
+
+from gameserver.cors import CorsPolicy
+from gameserver.metrics import Metrics
 
 SERVER = b"gameserver"
 
@@ -132,7 +136,9 @@ class Request:
         "prepath",
         "query",
         "refused",
+        "route",
         "sentLength",
+        "started",
         "uri",
     )
 
@@ -154,6 +160,10 @@ class Request:
         # without reaching the resource tree.
         self.refused = False
         self.sentLength = 0
+        # For the metrics: the route it was served by, and when its first
+        # byte arrived.
+        self.route = "other"
+        self.started = 0.0
         self._args: dict[bytes, list[bytes]] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._response_headers: dict[bytes, tuple[bytes, bytes]] = {}
@@ -302,6 +312,8 @@ class HTTPChannel(Protocol):
         self._idle_timer: IDelayedCall | None = None
         self._linger: IDelayedCall | None = None
         self._socket: socket.socket | None = None
+        # Shutting down: answer what has arrived, then close.
+        self._draining = False
 
     # -- connection --
 
@@ -322,8 +334,23 @@ class HTTPChannel(Protocol):
         clock = self.factory.clock
         self._last_activity = clock.seconds()
         self._idle_timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
+        self.factory.channels.add(self)
+        if self.factory.draining:
+            self.drain()
+
+    def drain(self) -> None:
+        """
+        Shutting down: close now if no request is under way, otherwise answer
+        what has arrived (the last response saying C{Connection: close}) and
+        close then.
+        """
+        self._draining = True
+        if self._current is None and not self._queue and self._request is None:
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.channel_lost(self)
         for timer in (self._idle_timer, self._linger):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -363,7 +390,8 @@ class HTTPChannel(Protocol):
     # -- parser callbacks --
 
     def on_message_begin(self) -> None:
-        self._request = Request(self)
+        self._request = request = Request(self)
+        request.started = perf_counter()
         self._url = b""
         self._header_bytes = 0
         self._body_bytes = 0
@@ -466,8 +494,15 @@ class HTTPChannel(Protocol):
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _render(self, request: Request) -> None:
+        cors = self.factory.cors
+        if cors is not None:
+            if cors.preflight(request):
+                request.finish()
+                return
+            cors.apply(request)
         try:
             resource = getChildForRequest(self.factory.resource, request)
+            request.route = getattr(resource, "metrics_route", "other")
             body = resource.render(request)
         except UnsupportedMethod as e:
             request.setResponseCode(405)
@@ -479,6 +514,8 @@ class HTTPChannel(Protocol):
             request._body.clear()
             request.setResponseCode(500)
             request.setHeader(b"content-type", b"text/plain")
+            if cors is not None:
+                cors.apply(request)
             body = b"Internal server error.\n"
         if body is NOT_DONE_YET:
             return
@@ -501,11 +538,16 @@ class HTTPChannel(Protocol):
         headers = request._response_headers
         for name, value in headers.values():
             head.append(_canonical(name) + b": " + value + b"\r\n")
-        if b"content-length" not in headers:
-            head.append(b"Content-Length: %d\r\n" % len(body))
-        if b"content-type" not in headers:
-            head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+        if request.code == 204:
+            pass  # No Content: neither a length nor a type
+        else:
+            if b"content-length" not in headers:
+                head.append(b"Content-Length: %d\r\n" % len(body))
+            if b"content-type" not in headers:
+                head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
         keep_alive = request.keep_alive and not self._broken
+        if self._draining and keep_alive and not self._queue and self._request is None:
+            keep_alive = False
         if not keep_alive:
             head.append(b"Connection: close\r\n")
         elif request.clientproto == b"HTTP/1.0":
@@ -515,8 +557,14 @@ class HTTPChannel(Protocol):
             head.append(body)
             request.sentLength = len(body)
         self._send(b"".join(head))
-        if self.factory.access_log is not None:
-            self.factory.log_access(request)
+        factory = self.factory
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.observe(
+                request.route, request.code, perf_counter() - request.started
+            )
+        if factory.access_log is not None:
+            factory.log_access(request)
         if request is self._current:
             self._current = None
         if not keep_alive:
@@ -638,8 +686,15 @@ class GameHTTPFactory(Factory[HTTPChannel]):
     Builds an L{HTTPChannel} per connection, serving C{resource}.
 
     The access log is written only when C{access_log} names a file; when it
-    is off nothing is formatted.
+    is off nothing is formatted.  C{metrics}, if given, counts every response
+    by route and status with its latency; C{cors}, if given, adds the CORS
+    headers and answers preflight requests.
+
+    It knows its open connections, so that L{drain} can let them finish
+    their requests when the server shuts down.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -648,10 +703,18 @@ class GameHTTPFactory(Factory[HTTPChannel]):
         access_log: str | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_body: int = MAX_BODY,
+        metrics: Metrics | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.resource = resource
         self.clock = clock
         self.access_log = access_log
+        self.metrics = metrics
+        self.cors = cors
+        self.channels: set[HTTPChannel] = set()
+        self.draining = False
+        self._drained: Deferred[None] | None = None
+        self._close_log_when_drained = False
         self.idle_timeout = idle_timeout
         self.max_body = max_body
         self.max_headers = MAX_HEADERS
@@ -672,9 +735,79 @@ class GameHTTPFactory(Factory[HTTPChannel]):
             self._log_file = self._opener(self.access_log)
 
     def stopFactory(self) -> None:
+        # The listening port stopped; requests still under way on open
+        # connections are logged before the file closes.
+        if self.channels:
+            self._close_log_when_drained = True
+        else:
+            self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def reopen_log(self) -> None:
+        """
+        Close and reopen the access log file (after logrotate moved it).
+        """
+        if self._log_file is not None and self.access_log is not None:
+            self._log_file.close()
+            self._log_file = self._opener(self.access_log)
+            self.log.info("reopened access log {path}", path=self.access_log)
+
+    def channel_lost(self, channel: HTTPChannel) -> None:
+        """
+        C{channel}'s connection closed.
+        """
+        self.channels.discard(channel)
+        if not self.channels:
+            if self._close_log_when_drained:
+                self._close_log_when_drained = False
+                self._close_log()
+            self._fire_drained()
+
+    def drain(self, timeout: float) -> "Deferred[None]":
+        """
+        Let every open connection finish the requests it has received, then
+        close; fire once all are closed or, after C{timeout} seconds, cut
+        the rest.  Stop listening first: new connections are closed at once.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            channel.drain()
+        if not self.channels:
+            return succeed(None)
+        busy = len(self.channels)
+        self.log.info(
+            "waiting up to {timeout}s for {connections} open connections",
+            timeout=timeout,
+            connections=busy,
+        )
+        drained: Deferred[None] = Deferred()
+        self._drained = drained
+        timer = self.clock.callLater(timeout, self._cut)
+
+        def cancel_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return drained.addCallback(cancel_timer)
+
+    def _cut(self) -> None:
+        self.log.warn(
+            "cutting {connections} connections still busy at the shutdown timeout",
+            connections=len(self.channels),
+        )
+        for channel in list(self.channels):
+            transport: Any = channel.transport
+            transport.abortConnection()
+        self._fire_drained()
+
+    def _fire_drained(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
 
     def log_access(self, request: Request) -> None:
         """

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -15,14 +15,17 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python import usage
 from zope.interface import implementer
 
 from gameserver import __version__
 from gameserver.channel import MAX_BODY, GameHTTPFactory
+from gameserver.cors import CorsPolicy, check_origin
 from gameserver.durable import DatabaseError, DurableScores, open_database
+from gameserver.health import Health
 from gameserver.leaderboard import Leaderboards
+from gameserver.metrics import ErrorCounter, Metrics, metrics_site
 from gameserver.relay import Relay, RelayConfig
 from gameserver.relay_resource import RelayResource
 from gameserver.scores import MemoryScores, ScoresBackend
@@ -32,6 +35,11 @@ from gameserver.sessions import (
     SessionStore,
     SignedSessions,
     StoredSessions,
+)
+from gameserver.shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GameService,
+    install_signal_handlers,
 )
 from gameserver.web import GameRoot
 
@@ -176,9 +184,39 @@ class Options(usage.Options):
             None,
             None,
             "Append an access log in the combined format to this file "
-            "(off unless given). [default: none]",
+            "(off unless given; SIGHUP reopens it). [default: none]",
+        ],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1; never on --port. [default: none]",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            "On SIGTERM, seconds to let requests under way finish (after "
+            "listening stopped) before their connections are cut.",
+            _positive,
         ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["cors-origin"] = []
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """
+        Let browser pages from ORIGIN (scheme://host[:port], or *) read the
+        API's answers: adds the CORS headers and answers preflight OPTIONS
+        requests. Repeatable. [default: none]
+        """
+        try:
+            self["cors-origin"].append(check_origin(origin))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from e
 
     def opt_version(self) -> None:
         """
@@ -206,6 +244,14 @@ class Options(usage.Options):
                 self["db"] = open_database(self["database"])
             except DatabaseError as e:
                 raise usage.UsageError(str(e)) from e
+        if self["metrics-port"] is not None:
+            self["metrics-port"] = endpoint_description(self["metrics-port"])
+            _check_endpoint(self["metrics-port"], "--metrics-port")
+            if self["metrics-port"] == self["port"] and not _any_port(self["port"]):
+                raise usage.UsageError(
+                    "--metrics-port must differ from --port: metrics are never "
+                    "served on the public port"
+                )
         if self["access-log"] is not None:
             try:
                 with open(self["access-log"], "a"):
@@ -223,7 +269,14 @@ def endpoint_description(port: str) -> str:
     return f"tcp:{port}" if port.isdigit() else port
 
 
-def _check_endpoint(description: str) -> None:
+def _any_port(description: str) -> bool:
+    """
+    Whether C{description} asks for any free port (port 0).
+    """
+    return ":0:" in description + ":" and description.split(":")[1] == "0"
+
+
+def _check_endpoint(description: str, option: str = "--port") -> None:
     from twisted.internet import reactor
 
     try:
@@ -232,7 +285,7 @@ def _check_endpoint(description: str) -> None:
         hint = ""
         if description.startswith("systemd:"):
             hint = " (systemd passes sockets in LISTEN_FDS; is the socket unit active?)"
-        raise usage.UsageError(f"invalid --port {description!r}: {e}{hint}") from e
+        raise usage.UsageError(f"invalid {option} {description!r}: {e}{hint}") from e
 
 
 def _read_secret(path: str | None) -> bytes:
@@ -262,7 +315,11 @@ def options_from_environment(environ: Mapping[str, str]) -> Options:
         value = environ.get(ENVIRONMENT_PREFIX + long.upper().replace("-", "_"))
         if value:
             argv.append(f"--{long}={value}")
-    options = Options()  # type: ignore[no-untyped-call]
+    # The one repeatable option: origins separated by spaces or commas.
+    origins = environ.get(ENVIRONMENT_PREFIX + "CORS_ORIGIN", "")
+    for origin in origins.replace(",", " ").split():
+        argv.append(f"--cors-origin={origin}")
+    options = Options()
     options.parseOptions(argv)  # type: ignore[no-untyped-call]
     return options
 
@@ -277,16 +334,23 @@ class _AnnouncingEndpoint:
 
     log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, reactor: Any) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        reactor: Any,
+        what: str = "gameserver",
+    ) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
+        self._what = what
 
     def listen(self, factory: IProtocolFactory) -> "Deferred[IListeningPort]":
         def announce(port: IListeningPort) -> IListeningPort:
             address = port.getHost()
             self._reactor.callWhenRunning(
                 self.log.info,
-                "gameserver listening on {address}",
+                "{what} listening on {address}",
+                what=self._what,
                 address=address,
                 port=getattr(address, "port", None),
             )
@@ -310,6 +374,23 @@ class StateService(Service):
         super().stopService()  # type: ignore[no-untyped-call]
         self.relay.stop()
         return self.scores.stop()
+
+
+class ErrorCounting(Service):
+    """
+    While running, counts logged errors into L{Metrics.errors}.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._observer = ErrorCounter(metrics)
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        globalLogPublisher.addObserver(self._observer)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        globalLogPublisher.removeObserver(self._observer)
 
 
 def make_sessions(config: Mapping[str, Any], clock: IReactorTime) -> SessionStore:
@@ -351,7 +432,17 @@ def make_site(
         scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
     relay = Relay(reactor, relay_config(config))
     max_body = config["relay-max-body"]
-    root = GameRoot(scores, RelayResource(relay, max_body=max_body))
+    relay_resource = RelayResource(relay, max_body=max_body)
+    relay_resource.metrics_route = "relay"  # type: ignore[attr-defined]
+    metrics = Metrics() if config.get("metrics-port") else None
+    health = Health(scores, lambda: site.draining)
+    root = GameRoot(
+        scores,
+        relay_resource,
+        health=health,
+        store_latency=None if metrics is None else metrics.store_latency,
+    )
+    origins = config.get("cors-origin") or []
     # Relay bodies a little over their limit still get the relay's own 413
     # (20/*/*); only far larger ones are cut at the connection.
     site = GameHTTPFactory(
@@ -359,20 +450,80 @@ def make_site(
         reactor,
         access_log=config["access-log"],
         max_body=max(MAX_BODY, 2 * max_body),
+        metrics=metrics,
+        cors=CorsPolicy(origins) if origins else None,
     )
+    if metrics is not None:
+        _add_state_metrics(metrics, scores, relay, site)
     return site, StateService(scores, relay)
+
+
+def _add_state_metrics(
+    metrics: Metrics, scores: Any, relay: Relay, site: GameHTTPFactory
+) -> None:
+    """
+    Export the state's sizes as gauges and the durable store's commits as
+    counters, read at scrape time.
+    """
+    sessions = getattr(scores, "sessions", None)
+    if isinstance(sessions, StoredSessions):
+        metrics.add_gauge(
+            "sessions_live", "Live session keys (stored mode).", lambda: len(sessions)
+        )
+    boards = getattr(scores, "boards", None)
+    if boards is not None:
+        metrics.add_gauge("levels", "Levels with a high-score list.", boards.__len__)
+    metrics.add_gauge(
+        "relay_players", "Registered relay players.", lambda: relay.players
+    )
+    metrics.add_gauge(
+        "relay_waiting_players",
+        "Relay players waiting for a partner.",
+        lambda: relay.waiting,
+    )
+    metrics.add_gauge("relay_games", "Relay games in progress.", lambda: relay.games)
+    metrics.add_gauge(
+        "connections_open", "Open HTTP connections.", lambda: len(site.channels)
+    )
+    writer = getattr(scores, "writer", None)
+    if writer is not None:
+        metrics.add_counter(
+            "store_write_batches",
+            "Transactions (group commits) of the durable store.",
+            lambda: getattr(writer, "commits", None),
+        )
+        metrics.add_counter(
+            "store_writes",
+            "Writes committed by the durable store.",
+            lambda: getattr(writer, "committed", None),
+        )
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """
     Build the gameserver service from parsed L{Options}.
     """
+    real_reactor = reactor is None
     if reactor is None:
         from twisted.internet import reactor
     site, state = make_site(config, reactor)
     endpoint = _AnnouncingEndpoint(serverFromString(reactor, config["port"]), reactor)
-
-    top = MultiService()
-    for service in (state, StreamServerEndpointService(endpoint, site)):
-        service.setServiceParent(top)  # type: ignore[no-untyped-call]
+    listeners: list[IService] = [StreamServerEndpointService(endpoint, site)]
+    metrics = site.metrics
+    if metrics is not None:
+        metrics_endpoint = _AnnouncingEndpoint(
+            serverFromString(reactor, config["metrics-port"]),
+            reactor,
+            "gameserver metrics",
+        )
+        listeners.append(
+            StreamServerEndpointService(metrics_endpoint, metrics_site(metrics))
+        )
+    top = GameService(
+        site, state, listeners, float(config.get("shutdown-timeout", 10.0))
+    )
+    if metrics is not None:
+        ErrorCounting(metrics).setServiceParent(top)  # type: ignore[no-untyped-call]
+    if real_reactor:
+        install_signal_handlers(reactor, site.reopen_log)
     return top

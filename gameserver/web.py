@@ -5,9 +5,11 @@ The resource tree of the scores API: parse, call the domain, map to HTTP.
     POST /<levelid>/score?sessionkey=<key>    -> record a score (body: score)
     GET  /<levelid>/highscorelist             -> "user=score,..." best first
     *    /relay, POST /                       -> the relay, when one is given
+    GET  /healthz                             -> 200 ok, or 503 (health check)
 """
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import IO, Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred
@@ -18,6 +20,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
 from gameserver import uint31
+from gameserver.metrics import Histogram
 from gameserver.scores import Outcome, ScoresBackend
 
 T = TypeVar("T")
@@ -90,11 +93,16 @@ class Action(Resource):
 
     isLeaf = True
     allowed: tuple[bytes, ...] = ()
+    #: The route its requests are counted under in the metrics.
+    metrics_route = "other"
     log = Logger()
 
-    def __init__(self, scores: ScoresBackend) -> None:
+    def __init__(
+        self, scores: ScoresBackend, store_latency: Histogram | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.scores = scores
+        self.store_latency = store_latency
         head = (b"HEAD",) if b"GET" in self.allowed else ()
         self._allow = b", ".join(self.allowed + head)
 
@@ -137,8 +145,12 @@ class Action(Resource):
 
         lost: list[Failure] = []
         request.notifyFinish().addErrback(lost.append)
+        histogram = self.store_latency
+        started = perf_counter() if histogram is not None else 0.0
 
         def done(value: T) -> None:
+            if histogram is not None:
+                histogram.observe(perf_counter() - started)
             if lost:
                 return  # the client hung up while the store worked
             body = render(request, value)
@@ -185,6 +197,7 @@ class Login(Action):
     """
 
     allowed = (b"GET",)
+    metrics_route = "login"
 
     def answer(self, request: Request) -> Rendered:
         user = uint31.parse(_id(request))
@@ -202,6 +215,7 @@ class ScorePost(Action):
     """
 
     allowed = (b"POST",)
+    metrics_route = "score"
 
     def answer(self, request: Request) -> Rendered:
         content = request.content
@@ -236,6 +250,7 @@ class HighScoreList(Action):
     """
 
     allowed = (b"GET",)
+    metrics_route = "highscorelist"
 
     def answer(self, request: Request) -> Rendered:
         level = uint31.parse(_id(request))
@@ -250,6 +265,7 @@ class _RootPost(Resource):
     """
 
     isLeaf = True
+    metrics_route = "relay"
 
     def __init__(self, relay: IResource) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -265,17 +281,26 @@ class _RootPost(Resource):
 class GameRoot(Resource):
     """
     The root: routes C{/<id>/<call>} to the shared L{Action} leaves, so no
-    resource is built per request, and C{/relay} to the relay.
+    resource is built per request, C{/relay} to the relay and C{/healthz} to
+    the health check.  C{store_latency}, if given, collects the seconds
+    requests wait for a store that answers later.
     """
 
-    def __init__(self, scores: ScoresBackend, relay: IResource | None = None) -> None:
+    def __init__(
+        self,
+        scores: ScoresBackend,
+        relay: IResource | None = None,
+        health: IResource | None = None,
+        store_latency: Histogram | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._actions: dict[bytes, Action] = {
-            b"login": Login(scores),
-            b"score": ScorePost(scores),
-            b"highscorelist": HighScoreList(scores),
+            b"login": Login(scores, store_latency),
+            b"score": ScorePost(scores, store_latency),
+            b"highscorelist": HighScoreList(scores, store_latency),
         }
         self._relay = relay
+        self._health = health
         self._root_post = None if relay is None else _RootPost(relay)
 
     def getChild(self, path: bytes, request: Request) -> IResource:
@@ -289,6 +314,8 @@ class GameRoot(Resource):
                 return self._relay
             if path == b"" and self._root_post is not None:
                 return self._root_post
+        if not postpath and path == b"healthz" and self._health is not None:
+            return self._health
         return pages.notFound()
 
     def render(self, request: Request) -> Rendered:

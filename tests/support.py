@@ -39,8 +39,8 @@ class _ServerProtocol(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
-        # The exit code, or minus the signal that ended the process: twistd
-        # shuts down cleanly on SIGTERM and then re-raises it (exit status 143).
+        # The exit code, or minus the signal that ended the process (gameserver
+        # handles SIGTERM itself and exits 0; plain twistd would re-raise it).
         value: Any = reason.value
         code: int | None = value.exitCode
         if isinstance(value, ProcessTerminated) and value.signal is not None:

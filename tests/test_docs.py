@@ -29,6 +29,14 @@ class ReadmeTests(TestCase):
                 r"^\|[^|]*`--([a-z-]+)`[^|]*\| ([^|]*) \|", read("README.md"), re.M
             )
         }
+        # Options with a method of their own (repeatable ones) have no default.
+        methods = [
+            name[4:].replace("_", "-")
+            for name in dir(Options)
+            if name.startswith("opt_") and name not in ("opt_help", "opt_version")
+        ]
+        for long in methods:
+            self.assertIn(long, rows)
         for long, _, default, *_ in Options.optParameters:
             self.assertIn(long, rows)
             if default is None:
