@@ -50,10 +50,11 @@ class ReadmeTests(TestCase):
     def test_ci_runs_readme_command(self) -> None:
         """.ci/run runs the test command README gives, unchanged."""
         readme = read("README.md")
+        # Everything but the shebang, comments and the shell's setup.
         command = [
             line
             for line in read(".ci/run").splitlines()
-            if line.startswith("python3 -m venv")
+            if line and not line.startswith(("#", "set ", "cd "))
         ]
         self.assertEqual(len(command), 1)
         self.assertIn("```sh\n" + command[0] + "\n```", readme)
