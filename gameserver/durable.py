@@ -1,35 +1,38 @@
 """
 The durable scores store: sessions and high-score lists in an embedded SQLite
-database (C{--database PATH}), served from memory, written by one thread.
+database (C{--database PATH}), served from memory, written by one process.
 
-    reactor thread                         writer thread
-    --------------                         -------------
-    login / score post --> queue ------->  take everything queued (a batch)
-                                           BEGIN; write the batch; COMMIT (fsync)
-    apply to memory, answer  <-----------  callFromThread(batch, error)
+    reactor (server process)               writer process (durable_writer)
+    ------------------------               -------------------------------
+    login / score post: one line,
+    queued with its Deferred
+    end of the reactor turn: one  ---->    stdin: take everything there (a batch)
+    pipe write of the turn's lines         BEGIN; write the batch; COMMIT (fsync)
+    apply to memory, answer, in   <----    stdout: "<count>" or "E <count> <why>"
+    order (FIFO of pending writes)
 
 Reads (high-score lists, session lookups) never touch the disk.
 """
 
 import errno
 import fcntl
-import json
 import os
-import queue
 import sqlite3
-import threading
-import time
+import sys
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Literal, TypeAlias
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gameserver import durable_writer
 from gameserver.leaderboard import LIST_LENGTH, Leaderboards
 from gameserver.sessions import SignedSessions, StoredSessions
 
@@ -37,14 +40,6 @@ from gameserver.sessions import SignedSessions, StoredSessions
 APPLICATION_ID = 0x47534442
 # The schema this release writes; PRAGMA user_version holds the file's.
 SCHEMA_VERSION = 1
-# Most writes in one transaction: bounds the latency a huge backlog adds to
-# the requests at its end, and the memory of one batch.
-MAX_BATCH = 4096
-
-# How long the writer waits for more writes before a commit, when the last
-# batch showed writes arriving together; a lone write commits at once.
-GROUP_WINDOW = 0.0005
-
 SessionsMode: TypeAlias = Literal["stored", "signed"]
 
 
@@ -109,9 +104,10 @@ class Database:
     that keeps a second server off it.
 
     Made by L{open_database}.  The connection it holds is only for loading:
-    L{DurableScores.load} closes it, and the writer thread opens its own once
-    the reactor runs (after twistd may have forked, which an open SQLite
-    connection must not cross).
+    L{DurableScores.load} closes it, and the writer process opens its own
+    once the reactor runs (after twistd may have forked, which an open
+    SQLite connection must not cross).  This process holds the lock; the
+    writer process does not.
     """
 
     def __init__(self, path: str, connection: sqlite3.Connection, lock: int) -> None:
@@ -121,14 +117,10 @@ class Database:
 
     def connect(self) -> sqlite3.Connection:
         """
-        A new connection for writing: WAL, and a sync on every commit.
+        A new connection for writing, as the writer process opens it: WAL,
+        and a sync on every commit.
         """
-        connection = _connect(self.path)
-        connection.execute("PRAGMA journal_mode = WAL")
-        # FULL in WAL mode: every COMMIT syncs the log, so a commit that
-        # returned survives a crash or a power cut.
-        connection.execute("PRAGMA synchronous = FULL")
-        return connection
+        return durable_writer.connect(self.path)
 
     def close(self) -> None:
         """
@@ -237,167 +229,244 @@ def _validate(connection: sqlite3.Connection, what: str) -> None:
         raise DatabaseError(f"{what} is damaged: {'; '.join(problems)}")
 
 
-@dataclass(slots=True)
-class _Login:
-    user: int
-    key: bytes
-    deadline: float
-    deferred: "Deferred[bytes]" = field(default_factory=Deferred)
+# A write waiting for its commit: the Deferred to fire, then what to apply to
+# memory once it is committed.  Plain tuples: the reactor makes one per write.
+#   (deferred, level, user, score, seq)    a score
+#   (deferred, user, key, deadline)        a stored-mode login
+_Pending: TypeAlias = tuple[Any, ...]
+
+# The package's parent directory: the writer process imports gameserver
+# from there, however the server itself found it.
+_IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass(slots=True)
-class _Score:
-    level: int
-    user: int
-    score: int
-    seq: int
-    deferred: "Deferred[bool]" = field(default_factory=Deferred)
-
-
-_Write: TypeAlias = _Login | _Score
-_STOP = object()
-
-# A batch goes in as one JSON array per table, so that a whole batch costs a
-# handful of statements: every statement hands the GIL back and forth, and
-# with a busy reactor thread each hand-back can wait a switch interval.
-# Rows apply in array (arrival) order, which the ORDER BY makes explicit.
-_UPSERT_SCORES = """
-    INSERT INTO scores (level, user, score, seq)
-    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3
-    FROM json_each(?) WHERE true ORDER BY key
-    ON CONFLICT (level, user) DO UPDATE SET score = excluded.score,
-    seq = excluded.seq WHERE excluded.score > scores.score
-"""
-_REPLACE_SESSIONS = """
-    INSERT OR REPLACE INTO sessions (user, key, deadline)
-    SELECT value ->> 0, CAST(value ->> 1 AS BLOB), value ->> 2
-    FROM json_each(?) ORDER BY key
-"""
-
-
-class _Writer:
+class WriterError(DatabaseError):
     """
-    The one thread that writes: takes everything queued as one batch, commits
-    it (group commit: one sync for all the writes that arrived while the
-    previous sync ran), and reports each batch back to the reactor thread in
-    commit order.
+    A batch was not committed: the commit failed, or the writer process
+    ended before it acknowledged the batch.
+    """
+
+
+class _Writer(ProcessProtocol):
+    """
+    The reactor's end of the writer process (L{gameserver.durable_writer}).
+
+    Each write is one line for the process and one entry in a FIFO of
+    pending writes.  The lines of one reactor turn go out in one pipe write
+    at the end of the turn; the process commits whatever it finds on its
+    stdin as one batch (group commit) and acknowledges each batch with one
+    line, which takes that many writes off the front of the FIFO, in order.
+
+    The process is spawned by the first flush, so not before the reactor
+    runs (twistd may fork before that, and a child process must be the
+    daemon's), and again by the first flush after it ended.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        database: Database,
-        reactor: IReactorFromThreads,
-        done: Callable[[list[_Write], BaseException | None], None],
+        path: str,
+        reactor: Any,
+        done: Callable[[list[_Pending], Exception | None], None],
     ) -> None:
-        self._database = database
+        self._path = os.path.abspath(path)
         self._reactor = reactor
         self._done = done
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stopped: Deferred[None] = Deferred()
-        # Statistics, written by the thread: commits, the writes they held,
-        # and the largest batch.
+        self._process: IProcessTransport | None = None
+        # The process's stdin, a twisted.internet.process.ProcessWriter.
+        self._pipe: object | None = None
+        # Lines not yet written to the process: the tail of _pending.
+        self._lines: list[bytes] = []
+        self._flushing: IDelayedCall | None = None
+        self._pending: deque[_Pending] = deque()
+        self._acks = b""
+        self._errors = b""
+        self._stopped: Deferred[None] | None = None
+        self._closing = False
+        # The last attempt to start the process failed.
+        self.failed_to_start = False
+        # Statistics: processes spawned, commits, the writes they held, and
+        # the largest batch.
+        self.spawned = 0
         self.commits = 0
         self.committed = 0
         self.largest = 0
 
-    def put(self, write: _Write) -> None:
-        if self._thread is None:
-            # Started on the first write, not before: twistd may fork
-            # between loading and running, and threads do not survive that.
-            self._thread = threading.Thread(
-                target=self._run, name="gameserver-db-writer", daemon=True
-            )
-            self._thread.start()
-        self._queue.put(write)
+    @property
+    def pid(self) -> int | None:
+        """
+        The writer process's id, while it runs.
+        """
+        return None if self._process is None else self._process.pid
+
+    def put(self, line: bytes, pending: _Pending) -> None:
+        """
+        Queue a write: C{line} for the process, C{pending} for the answer.
+        """
+        self._lines.append(line)
+        self._pending.append(pending)
+        if self._flushing is None:
+            self._flushing = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Hand the queued lines to the process, spawning it if need be.
+        """
+        if self._flushing is not None:
+            if self._flushing.active():
+                self._flushing.cancel()
+            self._flushing = None
+        if not self._lines:
+            return
+        process = self._process
+        if process is None:
+            try:
+                process = self._spawn()
+            except Exception as e:
+                self.failed_to_start = True
+                self.log.error(
+                    "cannot start the writer process for {path}: {error}",
+                    path=self._path,
+                    error=_reason(e),
+                )
+                self._lines = []
+                self._fail(len(self._pending), WriterError(_reason(e)))
+                return
+        data = b"".join(self._lines)
+        self._lines = []
+        # Straight into the pipe when nothing is queued before it, as
+        # gameserver.channel does for responses: the transport's write costs
+        # four epoll registrations a turn (its pipe writer watches for the
+        # child closing), more than the write itself.  What the pipe does
+        # not take goes through the transport, in order.
+        pipe: Any = self._pipe
+        if (
+            pipe is not None
+            and not pipe._tempDataLen
+            and len(pipe.dataBuffer) <= pipe.offset
+            and not pipe.disconnecting
+        ):
+            try:
+                sent = os.write(pipe.fd, data)
+            except OSError:
+                sent = 0  # full, or the process is gone: the transport sees
+            if sent == len(data):
+                return
+            data = data[sent:]
+        process.write(data)
 
     def stop(self) -> "Deferred[None]":
         """
-        Commit what is queued, close the connection; fires on the reactor
-        thread once the thread is done.
+        Hand over what is queued, wait for its acknowledgements, then close
+        the process's stdin and wait for it to exit.
         """
-        if self._thread is None:
-            self._stopped.callback(None)
-        else:
-            self._queue.put(_STOP)
+        if self._stopped is None:
+            self._stopped = Deferred()
+            self.flush()
+            self._close_if_done()
         return self._stopped
 
-    def _run(self) -> None:
-        connection: sqlite3.Connection | None = None
-        stopping = False
-        previous = 0
-        while not stopping:
-            batch: list[_Write] = []
-            item = self._queue.get()
-            if previous > 1:
-                # Writes are arriving together: let more join this batch.
-                # A sync costs the same for one write or a hundred, and on
-                # a busy server its CPU is what the reactor thread misses.
-                time.sleep(GROUP_WINDOW)
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if stopping or len(batch) >= MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            previous = len(batch)
-            if not batch:
-                continue
-            error: BaseException | None = None
-            try:
-                if connection is None:
-                    connection = self._database.connect()
-                self._write(connection, batch)
-            except Exception as e:
-                error = e
-                if connection is not None:
-                    # After a full disk or an I/O error, trust nothing of
-                    # this connection: roll back and start afresh.
-                    try:
-                        if connection.in_transaction:
-                            connection.execute("ROLLBACK")
-                        connection.close()
-                    except sqlite3.Error:
-                        pass
-                    connection = None
-            self._reactor.callFromThread(self._done, batch, error)
-        if connection is not None:
-            connection.close()
-        # Two hops through the reactor's thread queue: the answers of the
-        # last batch are written in the first, and a whole reactor iteration
-        # (which sends them) passes before the second, after which twistd
-        # may tear the connections down.
-        self._reactor.callFromThread(
-            self._reactor.callFromThread, self._stopped.callback, None
+    def _spawn(self) -> IProcessTransport:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_IMPORT_ROOT, env.get("PYTHONPATH", "")) if p
         )
+        self._acks = self._errors = b""
+        self._closing = False
+        # The child gets only these three pipes: not the lock file, not the
+        # listening sockets.
+        process: IProcessTransport = self._reactor.spawnProcess(
+            self,
+            sys.executable,
+            [sys.executable, "-m", "gameserver.durable_writer", self._path],
+            env=env,
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        self._process = process
+        self._pipe = getattr(process, "pipes", {}).get(0)
+        self.failed_to_start = False
+        self.spawned += 1
+        self.log.info(
+            "writer process {pid} started for {path}",
+            pid=process.pid,
+            path=self._path,
+        )
+        return process
 
-    def _write(self, connection: sqlite3.Connection, batch: list[_Write]) -> None:
-        # Scores and sessions are separate tables, and within each the rows
-        # apply in arrival order: the result is that of the writes one by one.
-        scores = [
-            (w.level, w.user, w.score, w.seq) for w in batch if isinstance(w, _Score)
-        ]
-        sessions = [
-            (w.user, w.key.decode("ascii"), w.deadline)
-            for w in batch
-            if isinstance(w, _Login)
-        ]
-        connection.execute("BEGIN IMMEDIATE")
-        if scores:
-            connection.execute(_UPSERT_SCORES, (json.dumps(scores),))
-        if sessions:
-            connection.execute(_REPLACE_SESSIONS, (json.dumps(sessions),))
-        connection.execute("COMMIT")
-        self.commits += 1
-        self.committed += len(batch)
-        self.largest = max(self.largest, len(batch))
+    def _close_if_done(self) -> None:
+        if self._stopped is None or self._pending:
+            return
+        if self._process is not None:
+            if not self._closing:
+                self._closing = True
+                self._process.closeStdin()  # the process exits: processEnded
+        elif not self._stopped.called:
+            self._stopped.callback(None)
+
+    def _fail(self, count: int, error: Exception) -> None:
+        pending = self._pending
+        batch = [pending.popleft() for _ in range(min(count, len(pending)))]
+        if batch:
+            self._done(batch, error)
+
+    def outReceived(self, data: bytes) -> None:
+        lines = (self._acks + data).split(b"\n")
+        self._acks = lines.pop()
+        pending = self._pending
+        for line in lines:
+            if line[:2] == b"E ":
+                number, _, message = line[2:].partition(b" ")
+                self._fail(int(number), WriterError(message.decode("utf-8", "replace")))
+                continue
+            count = int(line)
+            if count > len(pending):
+                # Cannot happen; if it did, answers would go to the wrong
+                # requests: fail everything and start a new process.
+                self.log.error("writer process acknowledged unknown writes")
+                assert self._process is not None
+                self._process.signalProcess("KILL")
+                return
+            batch = [pending.popleft() for _ in range(count)]
+            self.commits += 1
+            self.committed += count
+            if count > self.largest:
+                self.largest = count
+            self._done(batch, None)
+        self._close_if_done()
+
+    def errReceived(self, data: bytes) -> None:
+        lines = (self._errors + data).split(b"\n")
+        self._errors = lines.pop()
+        for line in lines:
+            self.log.error(
+                "writer process: {line}", line=line.decode("utf-8", "replace")
+            )
+
+    def processEnded(self, reason: Failure) -> None:
+        self._process = self._pipe = None
+        if self._errors:
+            self.errReceived(b"\n")
+        # Written to the process but not acknowledged: lost with it.  Lines
+        # not written yet go to the next process.
+        lost = len(self._pending) - len(self._lines)
+        clean = self._stopped is not None and isinstance(reason.value, ProcessDone)
+        if lost or not clean:
+            self.log.error(
+                "writer process for {path} ended ({reason}); "
+                "{lost} writes in flight failed",
+                path=self._path,
+                reason=reason.getErrorMessage(),
+                lost=lost,
+            )
+        if lost:
+            self._fail(lost, WriterError(f"the writer process ended: {reason.value}"))
+        if self._stopped is not None:
+            if self._lines:
+                self.flush()  # a new process for them; it is stopped in turn
+            elif not self._stopped.called:
+                # One turn later: the last answers go out first.
+                self._reactor.callLater(0, self._stopped.callback, None)
 
 
 class DurableScores:
@@ -407,13 +476,16 @@ class DurableScores:
     State lives in memory as in L{gameserver.scores.MemoryScores} (per-level
     top lists, live session keys), and reads are answered from there at
     once.  A write that changes that state (a stored-mode login, a score
-    that enters a level's top list) is queued to one writer thread, which
-    commits everything queued since its last commit in one transaction and
-    one sync (group commit), then hands the batch back to the reactor
-    thread.  Only then is the batch applied to memory and answered, in
-    commit order: a C{200} means the write is on disk, the next list read
-    shows it, and a failed commit (full disk, I/O error) answers C{503} and
-    leaves memory as it was, so memory never claims what the disk lacks.
+    that enters a level's top list) goes as one line to a writer process
+    (L{gameserver.durable_writer}), which commits everything that arrived
+    since its last commit in one transaction and one sync (group commit)
+    and acknowledges the batch.  Only then is the batch applied to memory
+    and answered, in commit order: a C{200} means the write is on disk, the
+    next list read shows it, and a failed commit (full disk, I/O error) or
+    a writer process that dies answers C{503} and leaves memory as it was,
+    so memory never claims what the disk lacks.  A process, not a thread:
+    the reactor keeps its interpreter to itself, and the writer's work runs
+    on another core.
 
     Writes that cannot change anything are answered at once without the
     disk: a score not above the user's entry or not above a full list's
@@ -435,20 +507,23 @@ class DurableScores:
         sessions: StoredSessions | SignedSessions,
         boards: Leaderboards,
         next_seq: int,
-        reactor: IReactorFromThreads | None = None,
+        reactor: Any = None,
     ) -> None:
+        """
+        @param reactor: provides L{IReactorProcess} and L{IReactorTime}, to
+            run the writer process; the global reactor by default.
+        """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor  # type: ignore[assignment]
-        assert reactor is not None
+            reactor = global_reactor
         self.sessions = sessions
         self.boards = boards
         self._database = database
         self._clock = clock
         self._next_seq = next_seq
         self._stopping = False
-        self.writer = _Writer(database, reactor, self._committed)
+        self.writer = _Writer(database.path, reactor, self._committed)
 
     @classmethod
     def load(
@@ -458,13 +533,20 @@ class DurableScores:
         sessions_mode: SessionsMode,
         ttl: float,
         secret: bytes | None = None,
-        reactor: IReactorFromThreads | None = None,
+        reactor: Any = None,
     ) -> "DurableScores":
         """
         Build the store from the database: every level's top list, and in
         stored mode the sessions still live at C{clock.seconds()} with their
         remaining lifetime (never more than C{ttl}); expired rows are deleted.
-        Closes the loading connection; the writer opens its own.
+        Closes the loading connection: the writer process, started on the
+        first write, opens its own.
+
+        A writer process left over from a server that was killed holds no
+        lock of ours, and may still be committing its last batch: the
+        C{BEGIN IMMEDIATE} of L{open_database} waited for that
+        transaction, and a later one of that process sees its parent gone
+        and commits nothing (see L{gameserver.durable_writer}).
 
         @raise DatabaseError: the file cannot be read (damaged pages).
         """
@@ -500,9 +582,11 @@ class DurableScores:
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
         key, deadline = sessions.prepare(user)
-        write = _Login(user, key, deadline)
-        self.writer.put(write)
-        return write.deferred
+        deferred: Deferred[bytes] = Deferred()
+        self.writer.put(
+            b'L%d,"%s",%r\n' % (user, key, deadline), (deferred, user, key, deadline)
+        )
+        return deferred
 
     def post_score(self, key: bytes, level: int, score: int) -> "bool | Deferred[bool]":
         user = self.sessions.user_for(key)
@@ -512,18 +596,29 @@ class DurableScores:
             return True
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
-        write = _Score(level, user, score, self._next_seq)
-        self._next_seq += 1
-        self.writer.put(write)
-        return write.deferred
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        deferred: Deferred[bool] = Deferred()
+        self.writer.put(
+            b"S%d,%d,%d,%d\n" % (level, user, score, seq),
+            (deferred, level, user, score, seq),
+        )
+        return deferred
 
     def high_score_list(self, level: int) -> bytes:
         return self.boards.body(level)
 
+    def healthy(self) -> bool:
+        """
+        Whether the store takes writes: not stopping, and its writer process
+        could be started (a writer that died is replaced on the next write).
+        """
+        return not self._stopping and not self.writer.failed_to_start
+
     def stop(self) -> "Deferred[None]":
         """
-        Refuse new writes, commit and answer the queued ones, close the
-        database; fires once all of that is done.
+        Refuse new writes, commit and answer the queued ones, end the
+        writer process, close the database; fires once all of that is done.
         """
         if self._stopping:
             return succeed(None)
@@ -536,16 +631,17 @@ class DurableScores:
             writer = self.writer
             self.log.info(
                 "closed {path}: {writes} writes in {commits} commits, "
-                "largest batch {largest}",
+                "largest batch {largest}, {spawned} writer processes",
                 path=self._database.path,
                 writes=writer.committed,
                 commits=writer.commits,
                 largest=writer.largest,
+                spawned=writer.spawned,
             )
 
         return self.writer.stop().addCallback(release)
 
-    def _committed(self, batch: list[_Write], error: BaseException | None) -> None:
+    def _committed(self, batch: list[_Pending], error: Exception | None) -> None:
         if error is not None:
             self.log.error(
                 "commit of {count} writes to {path} failed: {error}",
@@ -555,22 +651,21 @@ class DurableScores:
             )
             failure = Failure(error)
             for write in batch:
-                write.deferred.errback(failure)
+                write[0].errback(failure)
             return
         # Apply the whole batch, then answer it: in commit order either way.
+        record = self.boards.record
         sessions = self.sessions
-        boards = self.boards
         for write in batch:
-            if isinstance(write, _Score):
-                boards.record(write.level, write.user, write.score, write.seq)
+            if len(write) == 5:
+                _, level, user, score, seq = write
+                record(level, user, score, seq)
             else:
+                _, user, key, deadline = write
                 assert isinstance(sessions, StoredSessions)
-                sessions.admit(write.user, write.key, write.deadline)
+                sessions.admit(user, key, deadline)
         for write in batch:
-            if isinstance(write, _Score):
-                write.deferred.callback(True)
-            else:
-                write.deferred.callback(write.key)
+            write[0].callback(True if len(write) == 5 else write[2])
 
 
 def _load_boards(connection: sqlite3.Connection) -> tuple[Leaderboards, int]:

@@ -9,24 +9,7 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
-
-def store_healthy(scores: Any) -> bool:
-    """
-    Whether the scores store C{scores} can take writes.
-
-    A store may say so itself with a C{healthy()} method; the durable store
-    is unusable once it is stopping or its writer thread has died; the
-    in-memory store always is usable.
-    """
-    healthy = getattr(scores, "healthy", None)
-    if callable(healthy):
-        return bool(healthy())
-    if getattr(scores, "_stopping", False):
-        return False
-    writer = getattr(scores, "writer", None)
-    thread = getattr(writer, "_thread", None)
-    # The writer thread starts on the first write; before that it is fine.
-    return not (thread is not None and not thread.is_alive())
+from gameserver.scores import ScoresBackend
 
 
 class Health(Resource):
@@ -37,7 +20,7 @@ class Health(Resource):
     isLeaf = True
     metrics_route = "healthz"
 
-    def __init__(self, scores: Any, stopping: Callable[[], bool]) -> None:
+    def __init__(self, scores: ScoresBackend, stopping: Callable[[], bool]) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._scores = scores
         self._stopping = stopping
@@ -48,7 +31,7 @@ class Health(Resource):
         """
         if self._stopping():
             return b"shutting down"
-        if not store_healthy(self._scores):
+        if not self._scores.healthy():
             return b"store unavailable"
         return None
 

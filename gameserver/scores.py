@@ -38,6 +38,11 @@ class ScoresBackend(Protocol):
         Return the high-score list body of C{level}.
         """
 
+    def healthy(self) -> bool:
+        """
+        Whether the store can take writes now (for C{/healthz}).
+        """
+
     def stop(self) -> "Deferred[None] | None":
         """
         Release timers and connections; the backend is not used any more.
@@ -67,6 +72,9 @@ class MemoryScores:
 
     def high_score_list(self, level: int) -> bytes:
         return self.boards.body(level)
+
+    def healthy(self) -> bool:
+        return True
 
     def stop(self) -> None:
         self.sessions.stop()

@@ -1,11 +1,14 @@
 """
 Crash and restart tests of C{--database}: the real twistd plugin on
 127.0.0.1, killed with SIGKILL at random moments under load, and stopped with
-SIGTERM under load; after each restart, everything it acknowledged is there.
+SIGTERM under load; after each restart, everything it acknowledged is there,
+and the writer process of the killed server is gone.
 """
 
 import os
 import random
+import re
+import time
 from dataclasses import dataclass, field
 
 import treq
@@ -26,6 +29,8 @@ CLIENTS = 4
 # legitimately fall off a list.
 USERS_PER_CLIENT = 3
 LEVELS = 20
+# How a server logs the start of its writer process.
+WRITER_STARTED = re.compile(r"writer process (\d+) started")
 # A level only the key checks post to (score 0).
 CHECK_LEVEL = 1_000_000
 MAX_OPERATIONS = 400
@@ -193,16 +198,45 @@ class DurabilityTestCase(TestCase):
             await client.close()
 
 
+def writer_pids(server: ServerProcess) -> list[int]:
+    """
+    The writer processes C{server} started.
+    """
+    return [int(pid) for pid in WRITER_STARTED.findall(server.output)]
+
+
+async def gone(pid: int, timeout: float = 10.0) -> bool:
+    """
+    Whether process C{pid} has ended (or is a zombie) within C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await deferLater(reactor, 0.01, lambda: None)
+
+
 class CrashTests(DurabilityTestCase):
     """
     kill -9 at random moments loses nothing acknowledged.
     """
 
     async def test_kill_9_under_load(self) -> None:
-        """Twenty SIGKILLs under load lose no acknowledged score or session key."""
+        """
+        Twenty SIGKILLs under load lose no acknowledged score or session
+        key; each killed server's writer process exits on its own, and the
+        next server starts while it may still be finishing its batch.
+        """
         seed = random.randrange(2**32)
         self.addCleanup(lambda: print(f"test_kill_9_under_load seed {seed}"))
         ledger = Ledger(seed)
+        orphans: list[int] = []
         for _ in range(CYCLES):
             server = await self.start()
             await self.check(ledger, server)
@@ -215,9 +249,14 @@ class CrashTests(DurabilityTestCase):
             await playing
             for client in clients:
                 await client.close()
+            orphans += writer_pids(server)
+        for pid in orphans:
+            self.assertTrue(
+                await gone(pid), f"writer process {pid} outlived its server"
+            )
         server = await self.start()
         await self.check(ledger, server)
-        self.assertEqual(await server.stop(), -15)
+        self.assertIn(await server.stop(), CLEAN_EXIT)
         self.assertGreater(ledger.acknowledged, CYCLES * 10)
 
 
@@ -244,6 +283,9 @@ class TerminateTests(DurabilityTestCase):
             # web.py logs it); nothing may go unhandled.
             self.assertNotIn("Unhandled", server.output)
             self.assertIn("closed " + self.path, server.output)
+            self.assertNotIn("writer process for", server.output)  # no failure
+            for pid in writer_pids(server):
+                self.assertTrue(await gone(pid, 0))
         server = await self.start()
         await self.check(ledger, server)
         self.assertGreater(ledger.acknowledged, 20)

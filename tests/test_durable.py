@@ -1,23 +1,27 @@
 """
 Tests for L{gameserver.durable}: the SQLite store behind C{--database}.
 
-The writer thread reports back through the real reactor (trial runs it);
-session lifetimes run on a L{Clock}.
+The writer process runs for real, under the real reactor (trial runs it);
+tests hold it still with SIGSTOP to choose what goes into one batch.
+Session lifetimes run on a L{Clock}.
 """
 
+import contextlib
 import os
+import signal
 import sqlite3
-import threading
+import subprocess
+import sys
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
-from gameserver import durable
+from gameserver import durable, durable_writer
 from gameserver.durable import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -25,12 +29,12 @@ from gameserver.durable import (
     DatabaseError,
     DurableScores,
     SessionsMode,
+    WriterError,
     open_database,
 )
 from gameserver.sessions import StoredSessions
 
 T = TypeVar("T")
-THREADS = cast(IReactorFromThreads, reactor)
 SECRET = b"a secret of more than sixteen bytes"
 START = 1_000_000.0
 
@@ -58,7 +62,7 @@ class StoreTestCase(TestCase):
 
     def open(self, mode: SessionsMode = "stored", ttl: float = 600.0) -> DurableScores:
         store = DurableScores.load(
-            open_database(self.path), self.clock, mode, ttl, SECRET, THREADS
+            open_database(self.path), self.clock, mode, ttl, SECRET, reactor
         )
         self.addCleanup(store.stop)
         return store
@@ -80,20 +84,62 @@ class StoreTestCase(TestCase):
         finally:
             connection.close()
 
-    def gate(self, store: DurableScores) -> tuple[threading.Event, threading.Event]:
-        """
-        Hold the writer inside its next batch: returns (entered, release).
-        """
-        entered, release = threading.Event(), threading.Event()
-        write = store.writer._write
+    def execute(self, *statements: str) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            for statement in statements:
+                connection.execute(statement)
+        finally:
+            connection.close()
 
-        def held(connection: sqlite3.Connection, batch: list[Any]) -> None:
-            entered.set()
-            release.wait(10)
-            write(connection, batch)
+    def pause(self, store: DurableScores) -> int:
+        """
+        Stop the (running) writer process with SIGSTOP, once it waits for
+        its next batch: everything written until L{resume} is one batch.
+        """
+        pid = store.writer.pid
+        assert pid is not None, "no writer process yet"
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(self.resume, pid)
+        deadline = time.monotonic() + 10
+        while state(pid) != "T":
+            assert time.monotonic() < deadline, "the writer did not stop"
+            time.sleep(0.001)
+        return pid
 
-        self.patch(store.writer, "_write", held)
-        return entered, release
+    def resume(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+    async def turn(self) -> None:
+        """
+        Let the reactor run a little: a flush at the end of a turn goes out.
+        """
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+def state(pid: int) -> str:
+    """
+    The state letter of process C{pid}: R, S, T (stopped), Z (zombie), or
+    X for a process that is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return "X"
+
+
+async def exited(pid: int, timeout: float = 10.0) -> bool:
+    """
+    Whether process C{pid} ends (or is a zombie) within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state(pid) in ("X", "Z"):
+            return True
+        await deferLater(reactor, 0.01, lambda: None)
+    return False
 
 
 class WriteTests(StoreTestCase):
@@ -146,11 +192,11 @@ class WriteTests(StoreTestCase):
         """A post shows in its list once acknowledged, not before its commit."""
         store = self.open()
         key = await self.login(store, 7)
-        entered, release = self.gate(store)
+        pid = self.pause(store)
         outcome = store.post_score(key, 2, 900)
-        entered.wait(10)
+        await self.turn()
         self.assertEqual(store.high_score_list(2), b"")
-        release.set()
+        self.resume(pid)
         self.assertIs(await deferred(outcome), True)
         self.assertEqual(store.high_score_list(2), b"7=900")
 
@@ -158,11 +204,11 @@ class WriteTests(StoreTestCase):
         """A new login revokes the old key only when the new one is committed."""
         store = self.open()
         old = await self.login(store, 7)
-        entered, release = self.gate(store)
+        pid = self.pause(store)
         outcome = store.login(7)
-        entered.wait(10)
+        await self.turn()
         self.assertEqual(store.sessions.user_for(old), 7)
-        release.set()
+        self.resume(pid)
         new = await deferred(outcome)
         self.assertIsNone(store.sessions.user_for(old))
         self.assertEqual(store.sessions.user_for(new), 7)
@@ -187,31 +233,51 @@ class WriteTests(StoreTestCase):
 
 class BatchingTests(StoreTestCase):
     """
-    The writer commits everything queued since its last commit as one batch.
+    The writes of one reactor turn go out in one pipe write, and the writer
+    process commits everything waiting for it as one batch.
     """
 
-    async def test_many_writes_one_commit(self) -> None:
-        """Writes queued while a commit runs are committed together in the next one."""
+    async def test_one_pipe_write_per_turn(self) -> None:
+        """However many writes a turn makes, they are flushed once, at its end."""
+        store = self.open()
+        keys = [await self.login(store, user) for user in range(20)]
+        flushes: list[int] = []
+        flush = store.writer.flush
+
+        def counted() -> None:
+            flushes.append(len(store.writer._lines))
+            flush()
+
+        self.patch(store.writer, "flush", counted)
+        outcomes = [
+            deferred(store.post_score(key, 1, 10 + n)) for n, key in enumerate(keys)
+        ]
+        self.assertEqual(flushes, [])
+        for outcome in outcomes:
+            self.assertIs(await outcome, True)
+        self.assertEqual(flushes, [20])
+
+    async def test_waiting_writes_one_commit(self) -> None:
+        """Writes that reach the process while it is busy commit together."""
         store = self.open()
         keys = [await self.login(store, user) for user in range(50)]
         commits = store.writer.commits
-        entered, release = self.gate(store)
-        first = store.login(1000)
-        entered.wait(10)
+        pid = self.pause(store)
         outcomes: list[Deferred[Any]] = [
             deferred(store.login(user)) for user in range(50, 100)
         ]
+        await self.turn()  # flushed: in the pipe
         outcomes += [
             deferred(store.post_score(key, level, 500))
             for level, key in enumerate(keys)
         ]
-        release.set()
-        await deferred(first)
+        store.writer.flush()
+        self.resume(pid)
         for outcome in outcomes:
             await outcome
-        self.assertEqual(store.writer.commits, commits + 2)
+        self.assertEqual(store.writer.commits, commits + 1)
         self.assertEqual(store.writer.largest, 100)
-        self.assertEqual(len(self.rows("SELECT * FROM sessions")), 101)
+        self.assertEqual(len(self.rows("SELECT * FROM sessions")), 100)
         self.assertEqual(len(self.rows("SELECT * FROM scores")), 50)
 
     async def test_acknowledgements_in_commit_order(self) -> None:
@@ -219,9 +285,9 @@ class BatchingTests(StoreTestCase):
         store = self.open()
         key = await self.login(store, 1)
         answered: list[int] = []
-        entered, release = self.gate(store)
         pending: list[Deferred[Any]] = []
-        for number in range(30):
+        pid = self.pause(store)
+        for number in range(60):
             outcome: Any = (
                 store.login(100 + number)
                 if number % 3
@@ -229,22 +295,23 @@ class BatchingTests(StoreTestCase):
             )
             outcome.addCallback(lambda _, n=number: answered.append(n))
             pending.append(outcome)
-            if number == 0:
-                entered.wait(10)
-        release.set()
+            if number == 20:
+                store.writer.flush()
+                self.resume(pid)
+            elif number % 7 == 0:
+                await self.turn()
         for outcome in pending:
             await outcome
-        self.assertEqual(answered, list(range(30)))
+        self.assertEqual(answered, list(range(60)))
+        self.assertGreater(store.writer.commits, 2)
 
     async def test_same_user_twice_in_one_batch(self) -> None:
         """Two logins of a user in one batch leave the second key, here and on disk."""
         store = self.open()
-        entered, release = self.gate(store)
-        blocker = store.login(99)
-        entered.wait(10)
+        await self.login(store, 99)
+        pid = self.pause(store)
         first, second = store.login(5), store.login(5)
-        release.set()
-        await deferred(blocker)
+        self.resume(pid)
         key1, key2 = await deferred(first), await deferred(second)
         self.assertIsNone(store.sessions.user_for(key1))
         self.assertEqual(store.sessions.user_for(key2), 5)
@@ -340,85 +407,192 @@ class RecoveryTests(StoreTestCase):
         self.assertIs(await self.post(reloaded, key, 1, 43), True)
 
     async def test_stop_commits_queued_writes(self) -> None:
-        """stop() answers and commits what is queued, then refuses new writes."""
+        """stop() answers and commits what is queued, then ends the process."""
         store = self.open()
         key = await self.login(store, 1)
-        entered, release = self.gate(store)
+        pid = self.pause(store)
         outcomes = [store.post_score(key, level, 9) for level in range(10)]
-        entered.wait(10)
         stopped = store.stop()
         refused = store.login(2)
         assert isinstance(refused, Deferred)
-        release.set()
+        self.assertEqual(store.writer._lines, [])  # flushed at once
+        self.resume(pid)
         await stopped
         for outcome in outcomes:
             self.assertIs(await deferred(outcome), True)
         with self.assertRaises(DatabaseError):
             await refused
         self.assertEqual(len(self.rows("SELECT * FROM scores")), 10)
+        self.assertTrue(await exited(pid))
+        self.assertIsNone(store.writer.pid)
         open_database(self.path).close()  # the lock is released
+
+    async def test_stop_without_writes(self) -> None:
+        """A store that never wrote stops at once, without a writer process."""
+        store = self.open()
+        await store.stop()
+        self.assertEqual(store.writer.spawned, 0)
 
 
 class FailureTests(StoreTestCase):
     """
-    A commit that fails answers 503 (a failed Deferred) and changes no memory.
+    A commit that fails, or a writer process that dies, answers 503 (a
+    failed Deferred) and changes no memory; later writes work again.
     """
 
-    def limit_writer(self, store: DurableScores, pragma: str) -> list[bool]:
+    FULL = "database or disk is full"
+
+    def refuse(self, table: str, when: str = "true") -> None:
         """
-        Give the writer's connections C{pragma} until the returned list is
-        emptied.
+        Make every insert into C{table} (C{when} holds) fail as a full disk.
         """
-        connect = store.writer._database.connect
-        limited = [True]
+        self.execute(
+            f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+            f"WHEN {when} BEGIN SELECT RAISE(ABORT, '{self.FULL}'); END"
+        )
 
-        def connect_limited() -> sqlite3.Connection:
-            connection = connect()
-            if limited:
-                connection.execute(pragma)
-            return connection
-
-        self.patch(store.writer._database, "connect", connect_limited)
-        return limited
-
-    async def test_disk_full(self) -> None:
-        """A full disk fails every write of a batch; memory stays; later ones work."""
-        store = self.open(mode="signed")
-        pages = self.rows("PRAGMA page_count")[0][0]
-        limited = self.limit_writer(store, f"PRAGMA max_page_count = {pages}")
-        key = store.login(7)
-        assert isinstance(key, bytes)
-        # A first, small batch fits in the file's free space: it commits.
-        entered, release = self.gate(store)
-        small = deferred(store.post_score(key, 9999, 10))
-        entered.wait(10)
-        outcomes = [deferred(store.post_score(key, level, 10)) for level in range(500)]
-        release.set()
-        self.assertIs(await small, True)
+    async def test_commit_fails(self) -> None:
+        """A failed commit fails all of its batch; memory stays; later writes work."""
+        store = self.open()
+        key = await self.login(store, 7)
+        self.assertIs(await self.post(store, key, 9999, 10), True)
+        self.refuse("scores", "NEW.level < 9999")
+        pid = self.pause(store)
+        outcomes: list[Deferred[Any]] = [
+            deferred(store.post_score(key, level, 10)) for level in range(500)
+        ]
+        outcomes.append(deferred(store.login(8)))
+        self.resume(pid)
         for outcome in outcomes:
-            with self.assertRaises(sqlite3.OperationalError) as raised:
+            with self.assertRaises(WriterError) as raised:
                 await outcome
             self.assertIn("full", str(raised.exception))
         self.assertEqual(store.high_score_list(3), b"")
         self.assertEqual(store.high_score_list(9999), b"7=10")
+        self.assertEqual(len(store.sessions), 1)  # type: ignore[arg-type]
         self.assertEqual(self.rows("SELECT level FROM scores"), [(9999,)])
-        # The writer reconnects after a failure: the disk has room again.
-        limited.clear()
+        self.assertEqual(self.rows("SELECT user FROM sessions"), [(7,)])
+        # The process starts a new connection; the disk has room again.
+        self.execute("DROP TRIGGER refuse_scores")
         self.assertIs(await self.post(store, key, 3, 10), True)
         self.assertEqual(store.high_score_list(3), b"7=10")
+        self.assertEqual(store.writer.spawned, 1)
 
-    async def test_read_only_at_run_time(self) -> None:
-        """A database refusing writes fails the login; the key never becomes live."""
+    async def test_failed_login_stays_out(self) -> None:
+        """A login whose commit fails never makes its key live, and stop still works."""
         store = self.open()
-        self.limit_writer(store, "PRAGMA query_only = 1")
-        outcome = store.login(7)
-        assert isinstance(outcome, Deferred)
+        self.refuse("sessions")
+        outcome = deferred(store.login(7))
         failures: list[Any] = []
         outcome.addErrback(failures.append)
         await store.stop()
         self.assertEqual(len(failures), 1)
         self.assertEqual(len(store.sessions), 0)  # type: ignore[arg-type]
         self.assertEqual(self.rows("SELECT * FROM sessions"), [])
+
+    async def test_writer_crash(self) -> None:
+        """A writer killed mid-batch fails its writes; a new one serves later writes."""
+        store = self.open()
+        key = await self.login(store, 7)
+        pid = self.pause(store)
+        outcomes: list[Deferred[Any]] = [
+            deferred(store.post_score(key, level, 5)) for level in range(5)
+        ]
+        outcomes.append(deferred(store.login(8)))
+        store.writer.flush()
+        os.kill(pid, signal.SIGKILL)
+        for outcome in outcomes:
+            with self.assertRaises(WriterError):
+                await outcome
+        self.assertEqual(store.high_score_list(1), b"")
+        self.assertEqual(len(store.sessions), 1)  # type: ignore[arg-type]
+        self.assertIs(await self.post(store, key, 1, 6), True)
+        self.assertEqual(store.high_score_list(1), b"7=6")
+        self.assertEqual(store.writer.spawned, 2)
+        self.assertNotEqual(store.writer.pid, pid)
+        self.assertEqual(self.rows("SELECT level, score FROM scores"), [(1, 6)])
+        self.flushLoggedErrors()
+
+    async def test_writer_cannot_start(self) -> None:
+        """A writer process that cannot start fails the write and the health check."""
+        store = self.open()
+        self.patch(sys, "executable", "/nonexistent/python")
+        self.assertTrue(store.healthy())
+        with self.assertRaises(WriterError):
+            await deferred(store.login(7))
+        self.assertFalse(store.healthy())
+        self.assertEqual(len(store.sessions), 0)  # type: ignore[arg-type]
+
+    async def test_writer_ends_on_end_of_file(self) -> None:
+        """The writer process exits when its stdin closes, as when the server dies."""
+        store = self.open()
+        await self.login(store, 7)
+        pid = store.writer.pid
+        assert pid is not None and store.writer._process is not None
+        store.writer._process.closeStdin()
+        self.assertTrue(await exited(pid))
+        key = await self.login(store, 7)  # a new process
+        self.assertEqual(store.sessions.user_for(key), 7)
+        self.assertEqual(store.writer.spawned, 2)
+
+
+class WriterProcessTests(StoreTestCase):
+    """
+    The writer process's side of the pipe protocol.
+    """
+
+    def run_writer(self, lines: bytes) -> list[bytes]:
+        open_database(self.path).close()
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(durable.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (root, env.get("PYTHONPATH", "")) if p
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "gameserver.durable_writer", self.path],
+            input=lines,
+            capture_output=True,
+            env=env,
+            timeout=20,
+            check=True,
+        )
+        return done.stdout.splitlines()
+
+    def test_batch_and_acknowledgement(self) -> None:
+        """Lines are committed and acknowledged by count; end of file ends it."""
+        acks = self.run_writer(
+            b'S1,2,30,4\nL2,"key2",1000.5\nS1,3,20,5\nS1,2,10,6\nL2,"key3",1001.5\n'
+        )
+        self.assertEqual(sum(int(ack) for ack in acks), 5)
+        self.assertEqual(
+            self.rows("SELECT level, user, score, seq FROM scores ORDER BY user"),
+            [(1, 2, 30, 4), (1, 3, 20, 5)],
+        )
+        self.assertEqual(
+            self.rows("SELECT user, key, deadline FROM sessions"),
+            [(2, b"key3", 1001.5)],
+        )
+
+    def test_bad_line_fails_its_batch(self) -> None:
+        """A line the writer cannot use fails its batch, reported as E count why."""
+        acks = self.run_writer(b"S1,2,30,4\nX what\n")
+        self.assertEqual(len(acks), 1)
+        self.assertTrue(acks[0].startswith(b"E 2 "), acks)
+        self.assertEqual(self.rows("SELECT * FROM scores"), [])
+
+    def test_orphan_commits_nothing(self) -> None:
+        """Once its parent is gone, the writer commits nothing more."""
+        open_database(self.path).close()
+        connection = durable_writer.connect(self.path)
+        try:
+            gone = os.getppid() + 1_000_000  # not our parent
+            lines = [b"S1,2,30,4"]
+            self.assertFalse(durable_writer.write_batch(connection, lines, gone))
+            self.assertFalse(connection.in_transaction)
+            self.assertTrue(durable_writer.write_batch(connection, lines, os.getppid()))
+        finally:
+            connection.close()
+        self.assertEqual(self.rows("SELECT level FROM scores"), [(1,)])
 
 
 class OpenTests(StoreTestCase):
@@ -482,7 +656,7 @@ class OpenTests(StoreTestCase):
 
         def start() -> None:
             DurableScores.load(
-                open_database(self.path), self.clock, "stored", 600, None, THREADS
+                open_database(self.path), self.clock, "stored", 600, None, reactor
             ).writer.stop()
 
         error = self.assertRaises(DatabaseError, start)
@@ -556,7 +730,7 @@ class SchemaTests(StoreTestCase):
         """open_database returns a Database whose loading connection load closes."""
         database = open_database(self.path)
         self.assertIsInstance(database, Database)
-        store = DurableScores.load(database, self.clock, "stored", 600, None, THREADS)
+        store = DurableScores.load(database, self.clock, "stored", 600, None, reactor)
         self.addCleanup(store.stop)
         self.assertIsNone(database.connection)
         self.assertIsInstance(store.sessions, StoredSessions)
