@@ -290,6 +290,8 @@ class _Writer(ProcessProtocol):
         # the largest batch.
         self.spawned = 0
         self.commits = 0
+        # Called with the seconds each committed transaction took (metrics).
+        self.on_batch: Callable[[float], object] | None = None
         self.committed = 0
         self.largest = 0
 
@@ -419,7 +421,10 @@ class _Writer(ProcessProtocol):
                 number, _, message = line[2:].partition(b" ")
                 self._fail(int(number), WriterError(message.decode("utf-8", "replace")))
                 continue
-            count = int(line)
+            number, _, seconds = line.partition(b" ")
+            count = int(number)
+            if seconds and self.on_batch is not None:
+                self.on_batch(float(seconds))
             if count > len(pending):
                 # Cannot happen; if it did, answers would go to the wrong
                 # requests: fail everything and start a new process.

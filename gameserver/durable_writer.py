@@ -11,7 +11,8 @@ Each batch is everything available on stdin when the previous commit
 finished (group commit: one sync for all of it), at most L{MAX_BATCH} lines,
 in one transaction.  After each batch it writes one line to stdout:
 
-    <count>                             the next count lines are committed
+    <count> <seconds>                   the next count lines are committed;
+                                        the transaction took that long
     E <count> <message>                 the next count lines failed; nothing
                                         of them is in the file
 
@@ -30,6 +31,7 @@ import select
 import signal
 import sqlite3
 import sys
+import time
 
 # Most writes in one transaction: bounds the latency a huge backlog adds to
 # the requests at its end, and the memory of one batch.
@@ -143,6 +145,7 @@ def run(path: str, parent: int) -> None:
             del lines[-1]
             for start in range(0, len(lines), MAX_BATCH):
                 batch = lines[start : start + MAX_BATCH]
+                started = time.perf_counter()
                 try:
                     if connection is None:
                         connection = connect(path)
@@ -158,7 +161,9 @@ def run(path: str, parent: int) -> None:
                     message = _reason(e).encode("utf-8", "replace")
                     _say(b"E %d %s\n" % (len(batch), message))
                 else:
-                    _say(b"%d\n" % len(batch))
+                    # The count, and how long the transaction took.
+                    elapsed = time.perf_counter() - started
+                    _say(b"%d %.6f\n" % (len(batch), elapsed))
     except BrokenPipeError:
         pass  # the server is gone: nobody to acknowledge to
     finally:

@@ -92,6 +92,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, Histogram] = {route: Histogram() for route in ROUTES}
         self.store_latency = Histogram()
+        self.store_batch_latency = Histogram()
         self.errors = 0
         self.gauges: dict[str, tuple[str, Callable[[], float | None]]] = {}
         self.counters: dict[str, tuple[str, Callable[[], float | None]]] = {}
@@ -172,6 +173,14 @@ class GameCollector(Collector):
         )
         store.add_metric([], m.store_latency.cumulative(), m.store_latency.sum)
         yield store
+        batches = HistogramMetricFamily(
+            "gameserver_store_batch_commit_seconds",
+            "Seconds the durable store's writer took to commit one batch.",
+        )
+        batches.add_metric(
+            [], m.store_batch_latency.cumulative(), m.store_batch_latency.sum
+        )
+        yield batches
         yield CounterMetricFamily(
             "gameserver_errors",
             "Events logged at level error or critical (failures included).",

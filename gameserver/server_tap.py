@@ -487,6 +487,7 @@ def _add_state_metrics(
     )
     writer = getattr(scores, "writer", None)
     if writer is not None:
+        writer.on_batch = metrics.store_batch_latency.observe
         metrics.add_counter(
             "store_write_batches",
             "Transactions (group commits) of the durable store.",

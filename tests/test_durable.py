@@ -559,11 +559,14 @@ class WriterProcessTests(StoreTestCase):
         return done.stdout.splitlines()
 
     def test_batch_and_acknowledgement(self) -> None:
-        """Lines are committed and acknowledged by count; end of file ends it."""
+        """Lines are committed and acknowledged by count and commit time; end of
+        file ends it."""
         acks = self.run_writer(
             b'S1,2,30,4\nL2,"key2",1000.5\nS1,3,20,5\nS1,2,10,6\nL2,"key3",1001.5\n'
         )
-        self.assertEqual(sum(int(ack) for ack in acks), 5)
+        counts = [int(ack.split()[0]) for ack in acks]
+        self.assertEqual(sum(counts), 5)
+        self.assertTrue(all(float(ack.split()[1]) >= 0 for ack in acks), acks)
         self.assertEqual(
             self.rows("SELECT level, user, score, seq FROM scores ORDER BY user"),
             [(1, 2, 30, 4), (1, 3, 20, 5)],

@@ -207,6 +207,10 @@ class ScrapeTests(IntegrationTestCase):
         batches = delta(before, after, "gameserver_store_write_batches_total")
         self.assertTrue(1 <= batches <= 4, batches)
         self.assertEqual(
+            delta(before, after, "gameserver_store_batch_commit_seconds_count"),
+            batches,
+        )
+        self.assertEqual(
             delta(before, after, "gameserver_store_write_duration_seconds_count"), 4
         )
 
