@@ -8,16 +8,14 @@ import re
 import signal
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from tests.support import LOCALHOST, ROOT, ServerProcess
+from tests.support import LOCALHOST, ROOT, ServerProcess, exit_code
 
 METRICS_LISTENING = re.compile(r"gameserver metrics listening on .*port=(\d+)")
 
@@ -33,11 +31,7 @@ class _Output(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
-        value: Any = reason.value
-        code: int | None = value.exitCode
-        if isinstance(value, ProcessTerminated) and value.signal is not None:
-            code = -value.signal
-        self.ended.callback(code)
+        self.ended.callback(exit_code(reason))
 
 
 class Spawned:

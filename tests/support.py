@@ -23,6 +23,19 @@ ANY_PORT = f"tcp:0:interface={LOCALHOST}"
 _LISTENING = re.compile(rb"gameserver listening on .*port=(\d+)")
 
 
+def exit_code(reason: Failure) -> int | None:
+    """
+    The exit code of an ended process, or minus the signal that ended it
+    (gameserver handles SIGTERM itself and exits 0; plain twistd would
+    re-raise it).
+    """
+    value: Any = reason.value
+    code: int | None = value.exitCode
+    if isinstance(value, ProcessTerminated) and value.signal is not None:
+        code = -value.signal
+    return code
+
+
 class _ServerProtocol(ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
@@ -39,17 +52,11 @@ class _ServerProtocol(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
-        # The exit code, or minus the signal that ended the process (gameserver
-        # handles SIGTERM itself and exits 0; plain twistd would re-raise it).
-        value: Any = reason.value
-        code: int | None = value.exitCode
-        if isinstance(value, ProcessTerminated) and value.signal is not None:
-            code = -value.signal
         if not self.listening.called:
             self.listening.errback(
                 RuntimeError(f"server exited before listening:\n{self.output.decode()}")
             )
-        self.ended.callback(code)
+        self.ended.callback(exit_code(reason))
 
 
 class ServerProcess:
