@@ -7,8 +7,8 @@ L{gameserver.relay_resource} serves them at C{/relay}.
 """
 
 import enum
-from collections import OrderedDict
-from collections.abc import Callable, Container
+from collections import OrderedDict, deque
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import Final, assert_never
 
@@ -212,6 +212,7 @@ class _Player:
         "deadline",
         "gone",
         "key",
+        "line_entries",
         "long_wait",
         "name",
         "partner",
@@ -236,6 +237,8 @@ class _Player:
         self.gone = False
         self.deadline: float | None = None
         self.seat: _Seat | None = None
+        # Entries of this player in the random pool's line (see _Line).
+        self.line_entries = 0
 
 
 class _Seat:
@@ -275,6 +278,85 @@ class _Seat:
         self.cache_bytes = 0
         self.left = False
         self.deadline: float | None = None
+
+
+def _in_line(player: _Player) -> bool:
+    """
+    Whether C{player} waits for a random partner.
+    """
+    return player.phase is Phase.WAITING and player.wanted is None and not player.gone
+
+
+class _Line:
+    """
+    The random-pairing players waiting for a partner, longest-waiting first.
+
+    A deque of players with lazy removal: 8 bytes an entry, where an
+    C{OrderedDict} costs about 90.  A player who leaves the line (paired,
+    dropped) keeps its entry until the entry reaches the front or the line
+    is compacted; a player who comes back is appended again.  An entry is
+    live if its player waits in the line and it is the player's newest
+    entry: C{line_entries} counts a player's entries, and the older ones come
+    first.  Compaction, when stale entries outnumber live ones, keeps memory
+    proportional to who is waiting.
+    """
+
+    def __init__(self) -> None:
+        self._entries: deque[_Player] = deque()
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def join(self, player: _Player) -> None:
+        """
+        Put C{player} at the back of the line.
+        """
+        player.line_entries += 1
+        self._entries.append(player)
+        self._live += 1
+
+    def leave(self) -> None:
+        """
+        Note that one player has left the line (its state says so).
+        """
+        self._live -= 1
+        entries = self._entries
+        while entries and not self._is_live_head(entries[0]):
+            entries.popleft().line_entries -= 1
+        if len(entries) > 2 * self._live + 1024:
+            self._compact()
+
+    def __iter__(self) -> Iterator[_Player]:
+        seen: dict[int, int] | None = None
+        for player in self._entries:
+            if not _in_line(player):
+                continue
+            if player.line_entries > 1:
+                # Only its newest entry counts; the older ones come first.
+                seen = {} if seen is None else seen
+                count = seen[id(player)] = seen.get(id(player), 0) + 1
+                if count < player.line_entries:
+                    continue
+            yield player
+
+    @staticmethod
+    def _is_live_head(player: _Player) -> bool:
+        # The first entry is a player's oldest: live only if it is its only.
+        return _in_line(player) and player.line_entries == 1
+
+    def _compact(self) -> None:
+        entries = self._entries
+        for player in entries:
+            player.line_entries = 0
+        kept: list[_Player] = []
+        for player in reversed(entries):
+            if _in_line(player) and not player.line_entries:
+                player.line_entries = 1
+                kept.append(player)
+        kept.reverse()
+        entries.clear()
+        entries.extend(kept)
 
 
 def _shuns(player: _Player, other: _Player) -> bool:
@@ -325,7 +407,7 @@ class Relay:
         self._clock = clock
         self._players: dict[str, _Player] = {}
         # Random-pairing players waiting, longest-waiting first.
-        self._pool: OrderedDict[str, _Player] = OrderedDict()
+        self._pool = _Line()
         # Named-pairing players waiting, by (own name, wanted name).
         self._named: dict[tuple[str, str], OrderedDict[str, _Player]] = {}
         c = self.config
@@ -473,7 +555,7 @@ class Relay:
         # Only players shunning or shunned are skipped; the scan is capped so
         # that a pool full of them cannot make one request walk all of it.
         skipped = 0
-        for candidate in self._pool.values():
+        for candidate in self._pool:
             if candidate is player:
                 continue
             if _shuns(player, candidate) or _shuns(candidate, player):
@@ -486,9 +568,11 @@ class Relay:
 
     def _pair(self, asker: _Player, found: _Player) -> None:
         for player, partner in ((asker, found), (found, asker)):
-            self._unqueue(player)
             player.phase = Phase.PAIRED
             player.partner = partner
+        # Only now, so that the line can drop both entries at once.
+        self._unqueue(asker)
+        self._unqueue(found)
         asker.server_side = True
         found.server_side = False
         self._log.debug(
@@ -523,14 +607,14 @@ class Relay:
 
     def _enqueue(self, player: _Player) -> None:
         if player.wanted is None:
-            self._pool[player.key] = player
+            self._pool.join(player)
         else:
             wish = (player.name, player.wanted)
             self._named.setdefault(wish, OrderedDict())[player.key] = player
 
     def _unqueue(self, player: _Player) -> None:
         if player.wanted is None:
-            del self._pool[player.key]
+            self._pool.leave()
         else:
             wish = (player.name, player.wanted)
             bucket = self._named[wish]

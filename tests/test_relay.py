@@ -800,3 +800,37 @@ class ApiTests(TestCase):
         reply = h.relay.handle(PairingStep(Symbol.GAME_UPDATE, key))
         self.assertEqual(text(reply), "10/*/*")
         self.assertEqual(text(h.relay.handle(GameStep(key, 0, 0, "", False))), "13/*/*")
+
+
+class WaitingLineTests(TestCase):
+    """
+    The random pool's line: order, lazy removal, and bounded memory.
+    """
+
+    def test_rejoin_goes_to_the_back_while_old_entry_remains(self) -> None:
+        """A player back in the pool is found after those already waiting, even
+        while its stale older entry is still ahead of them in the line."""
+        h = RelayHarness()
+        x, _, z = h.key("x"), h.key("y"), h.key("z")
+        self.assertEqual(h.pair(z), "0/3/x")  # z's entry stays behind y's
+        h.key("u")
+        h.unregister(x)
+        self.assertEqual(h.pair(z), "9/2/*")  # z joins again, behind u
+        self.assertEqual(len(h.relay._pool._entries), 4)  # y, z (stale), u, z
+        self.assertEqual(h.pair(h.key("w")), "0/3/y")
+        self.assertEqual(h.pair(h.key("v")), "0/3/u")
+        self.assertEqual(h.pair(h.key("t")), "0/3/z")
+
+    def test_line_memory_follows_who_waits(self) -> None:
+        """Pairing and dropping thousands of players leaves the line no longer
+        than twice the waiting players plus a constant."""
+        h = RelayHarness()
+        for i in range(3000):
+            h.pair(h.key(f"a{i}"))  # the second of each two finds the first
+        line = h.relay._pool
+        self.assertEqual(len(line), 0)
+        self.assertLessEqual(len(line._entries), 1024)
+        waiting = [h.key(f"w{i}") for i in range(10)]
+        self.assertEqual(len(line), 10)
+        self.assertEqual([p.name for p in line], [f"w{i}" for i in range(10)])
+        del waiting

@@ -178,9 +178,12 @@ class RelayMachine(RuleBasedStateMachine):
         """Every player is in exactly one place: pool, a pairing, or a game."""
         relay = self.relay
         waiting = 0
+        line = list(relay._pool)
+        assert len(line) == len(set(map(id, line))) == len(relay._pool)
+        pooled = {player.key for player in line}
         for key, player in relay._players.items():
             assert player.key == key and not player.gone
-            in_pool = key in relay._pool
+            in_pool = key in pooled
             named = relay._named.get((player.name, player.wanted or ""))
             in_named = named is not None and key in named
             if player.phase is Phase.WAITING:
