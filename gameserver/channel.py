@@ -32,6 +32,7 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 
 from gameserver.cors import CorsPolicy
+from gameserver.direct_write import write_through
 from gameserver.metrics import Metrics
 
 SERVER = b"gameserver"
@@ -574,33 +575,14 @@ class HTTPChannel(Protocol):
 
     def _send(self, data: bytes) -> None:
         """
-        Write C{data}, straight to the socket when nothing is queued before it.
-
-        A plain C{transport.write} waits for the next reactor iteration and
-        costs two epoll registrations and a write event per response, as much
-        as parsing and answering the request; a response that fits in the
-        socket buffer (nearly all of them) needs none of that.  Whatever the
-        socket does not take goes through the transport as usual, so ordering,
-        buffering and flow control are unchanged.
+        Write C{data}, straight to the socket of a plain TCP or UNIX
+        connection when nothing is queued before it (see L{write_through}).
         """
         transport: Any = self.transport
-        sock = self._socket
-        if (
-            sock is None
-            or transport._tempDataLen
-            or len(transport.dataBuffer) > transport.offset
-            or transport.disconnecting
-        ):
+        if self._socket is None:
             transport.write(data)
-            return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = 0  # the transport's own write meets and reports the error
-        if sent < len(data):
-            transport.write(data[sent:])
+        else:
+            write_through(transport, self._socket.send, data, transport.write)
 
     def _refuse(self, code: int, message: bytes) -> None:
         """

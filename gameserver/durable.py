@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gameserver import durable_writer
+from gameserver.direct_write import write_through
 from gameserver.leaderboard import LIST_LENGTH, Leaderboards
 from gameserver.sessions import SignedSessions, StoredSessions
 
@@ -337,26 +338,16 @@ class _Writer(ProcessProtocol):
                 return
         data = b"".join(self._lines)
         self._lines = []
-        # Straight into the pipe when nothing is queued before it, as
-        # gameserver.channel does for responses: the transport's write costs
-        # four epoll registrations a turn (its pipe writer watches for the
-        # child closing), more than the write itself.  What the pipe does
-        # not take goes through the transport, in order.
+        # Straight into the pipe when nothing is queued before it: the
+        # transport's write costs four epoll registrations a turn (its pipe
+        # writer watches for the child closing), more than the write itself.
         pipe: Any = self._pipe
-        if (
-            pipe is not None
-            and not pipe._tempDataLen
-            and len(pipe.dataBuffer) <= pipe.offset
-            and not pipe.disconnecting
-        ):
-            try:
-                sent = os.write(pipe.fd, data)
-            except OSError:
-                sent = 0  # full, or the process is gone: the transport sees
-            if sent == len(data):
-                return
-            data = data[sent:]
-        process.write(data)
+        if pipe is None:
+            process.write(data)
+        else:
+            write_through(
+                pipe, lambda chunk: os.write(pipe.fd, chunk), data, process.write
+            )
 
     def stop(self) -> "Deferred[None]":
         """
