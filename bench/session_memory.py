@@ -54,6 +54,10 @@ print(before, after, held)
 """
 
 
+# Issue 4's bound for a live stored session and for a waiting relay player.
+GOAL = 300
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1_000_000)
@@ -81,6 +85,11 @@ def main() -> None:
             f"{mode:7} baseline RSS {before / 2**20:7.1f} MiB, "
             f"after {count} {what} {after / 2**20:7.1f} MiB: "
             f"{per:6.1f} bytes each ({note})"
+            + (
+                f"; goal <= {GOAL} bytes: {'met' if per <= GOAL else 'NOT met'}"
+                if mode != "signed"
+                else ""
+            )
         )
 
 

@@ -15,8 +15,8 @@ from typing import Final, assert_never
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from gameserver.expiry import DeadlineQueue
-from gameserver.keys import random_key
+from gameserver.expiry import CountedDeadlineQueue, DeadlineQueue
+from gameserver.keys import RANDOM_KEY_LENGTH, random_key
 
 LONG_WAIT_KEY: Final = "bibbybabbis"
 NOTHING: Final = "*"
@@ -202,43 +202,117 @@ class Phase(enum.Enum):
     PLAYING = "playing"  # the game started; MAP_READY repeats the start reply
 
 
+class _Match:
+    """
+    What a player has once it was first paired: most players in a big pool
+    never get one, so a waiting player does not pay for these.
+    """
+
+    __slots__ = ("partner", "seat", "shunned")
+
+    def __init__(self) -> None:
+        self.partner: _Player | None = None
+        self.seat: _Seat | None = None
+        # Names never to be paired with again, oldest first.
+        self.shunned: dict[str, None] | None = None
+
+
+# Bits of _Player.flags: a small int, so setting one allocates nothing.
+_GONE = 1
+_LONG_WAIT = 2
+_SERVER_SIDE = 4
+
+
 class _Player:
     """
     A registered player, known by its pairing key until its first game
     update (or until it is dropped).
+
+    Kept small, since the pool may hold tens of thousands: eight slots (96
+    bytes), the pairing key as an int (48 bytes where its 22-letter text
+    takes 80), no deadline of its own (see L{CountedDeadlineQueue}),
+    and the fields of a paired player in a L{_Match} made on first use.
     """
 
     __slots__ = (
-        "deadline",
-        "gone",
+        "flags",
         "key",
         "line_entries",
-        "long_wait",
+        "match",
         "name",
-        "partner",
         "phase",
-        "seat",
-        "server_side",
-        "shunned",
+        "queue_entries",
         "wanted",
     )
 
-    def __init__(self, key: str, name: str, wanted: str | None, long_wait: bool):
+    def __init__(self, key: int, name: str, wanted: str | None, long_wait: bool):
         self.key = key
         self.name = name
         self.wanted = wanted
-        self.long_wait = long_wait
+        self.flags = _LONG_WAIT if long_wait else 0
         self.phase = Phase.WAITING
-        self.partner: _Player | None = None
-        self.server_side = False
-        # Names never to be paired with again, oldest first; made on the
-        # first one, since most players never need it.
-        self.shunned: dict[str, None] | None = None
-        self.gone = False
-        self.deadline: float | None = None
-        self.seat: _Seat | None = None
-        # Entries of this player in the random pool's line (see _Line).
+        self.match: _Match | None = None
+        # Entries of this player in its deadline queue, and in the random
+        # pool's line (see _Line).
+        self.queue_entries = 0
         self.line_entries = 0
+
+    def _matched(self) -> _Match:
+        match = self.match
+        if match is None:
+            match = self.match = _Match()
+        return match
+
+    @property
+    def partner(self) -> "_Player | None":
+        return None if self.match is None else self.match.partner
+
+    @partner.setter
+    def partner(self, partner: "_Player | None") -> None:
+        if partner is not None or self.match is not None:
+            self._matched().partner = partner
+
+    @property
+    def seat(self) -> "_Seat | None":
+        return None if self.match is None else self.match.seat
+
+    @seat.setter
+    def seat(self, seat: "_Seat | None") -> None:
+        if seat is not None or self.match is not None:
+            self._matched().seat = seat
+
+    @property
+    def shunned(self) -> dict[str, None] | None:
+        return None if self.match is None else self.match.shunned
+
+    def shun_list(self) -> dict[str, None]:
+        match = self._matched()
+        if match.shunned is None:
+            match.shunned = {}
+        return match.shunned
+
+    def _flag(self, bit: int, on: bool) -> None:
+        self.flags = self.flags | bit if on else self.flags & ~bit
+
+    @property
+    def gone(self) -> bool:
+        return bool(self.flags & _GONE)
+
+    @gone.setter
+    def gone(self, gone: bool) -> None:
+        self._flag(_GONE, gone)
+
+    @property
+    def long_wait(self) -> bool:
+        return bool(self.flags & _LONG_WAIT)
+
+    @property
+    def server_side(self) -> bool:
+        return bool(self.flags & _SERVER_SIDE)
+
+    @server_side.setter
+    def server_side(self, server_side: bool) -> None:
+        self._flag(_SERVER_SIDE, server_side)
 
 
 class _Seat:
@@ -405,16 +479,16 @@ class Relay:
     def __init__(self, clock: IReactorTime, config: RelayConfig | None = None):
         self.config = config if config is not None else RelayConfig()
         self._clock = clock
-        self._players: dict[str, _Player] = {}
+        self._players: dict[int, _Player] = {}
         # Random-pairing players waiting, longest-waiting first.
         self._pool = _Line()
         # Named-pairing players waiting, by (own name, wanted name).
-        self._named: dict[tuple[str, str], OrderedDict[str, _Player]] = {}
+        self._named: dict[tuple[str, str], OrderedDict[int, _Player]] = {}
         c = self.config
-        self._pairing_deadlines: DeadlineQueue[_Player] = DeadlineQueue(
+        self._pairing_deadlines: CountedDeadlineQueue[_Player] = CountedDeadlineQueue(
             clock, c.pairing_timeout, self._expire_player, self._player_is_live
         )
-        self._long_wait_deadlines: DeadlineQueue[_Player] = DeadlineQueue(
+        self._long_wait_deadlines: CountedDeadlineQueue[_Player] = CountedDeadlineQueue(
             clock, c.long_wait_timeout, self._expire_player, self._player_is_live
         )
         self._table = _GameTable(clock, c, self._retire)
@@ -481,15 +555,16 @@ class Relay:
     def _register(self, request: Register) -> Reply:
         if len(self._players) >= self.config.max_players:
             return Errors.POOL_FULL
-        key = _new_key(self._players)
+        key = _new_pairing_key(self._players)
         player = _Player(key, request.name, request.wanted, request.long_wait)
         self._players[key] = player
         self._enqueue(player)
         self._touch(player)
-        return Reply.success(Code.REGISTERED, key)
+        return Reply.success(Code.REGISTERED, _pairing_key_text(key))
 
     def _pairing_step(self, request: PairingStep) -> Reply:
-        player = self._players.get(request.key)
+        key = _pairing_key_number(request.key)
+        player = None if key is None else self._players.get(key)
         if player is None:
             return Errors.UNKNOWN_PAIRING_KEY
         if request.symbol is Symbol.UNREGISTER:
@@ -593,9 +668,7 @@ class Relay:
         return Errors.PARTNER_DROPPED
 
     def _shun(self, player: _Player, name: str) -> None:
-        shunned = player.shunned
-        if shunned is None:
-            shunned = player.shunned = {}
+        shunned = player.shun_list()
         shunned.pop(name, None)
         shunned[name] = None
         while len(shunned) > self.config.max_shunned:
@@ -646,31 +719,30 @@ class Relay:
 
     def _touch(self, player: _Player) -> None:
         queue = self._player_deadlines(player)
-        if player.deadline is not None:
+        if player.queue_entries:
             queue.withdraw()
-        player.deadline = queue.push(player)
+        queue.push(player)
 
     def _untouch(self, player: _Player) -> None:
-        if player.deadline is not None:
+        if player.queue_entries:
             self._player_deadlines(player).withdraw()
-            player.deadline = None
 
-    def _player_deadlines(self, player: _Player) -> DeadlineQueue[_Player]:
+    def _player_deadlines(self, player: _Player) -> CountedDeadlineQueue[_Player]:
         if player.long_wait:
             return self._long_wait_deadlines
         return self._pairing_deadlines
 
     def _expire_player(self, player: _Player, deadline: float) -> bool:
-        if not self._player_is_live(player, deadline):
+        # Called for the player's newest entry only.
+        if player.gone:
             return False
-        player.deadline = None
         self._log.debug("player {name} timed out", name=player.name)
         self._drop(player, leave_game=False)
         return True
 
     @staticmethod
     def _player_is_live(player: _Player, deadline: float) -> bool:
-        return player.deadline == deadline
+        return not player.gone
 
     def _start_game(self, player: _Player, partner: _Player) -> Reply:
         if self._table.count >= self.config.max_games:
@@ -844,6 +916,29 @@ class _GameTable:
 
 def _start_reply(seat: _Seat) -> Reply:
     return Reply.success(Code.START_PLAY, f"{seat.key}{SEPARATOR}{seat.index}")
+
+
+def _new_pairing_key(taken: Container[int]) -> int:
+    # 128 random bits never collide in practice; the loop makes sure.
+    while True:
+        key = int.from_bytes(random_key(), "big")
+        if key not in taken:
+            return key
+
+
+# A pairing key is held as the int whose big-endian bytes are its ASCII text:
+# 48 bytes where the text takes 80, and converted both ways in C.
+
+
+def _pairing_key_text(key: int) -> str:
+    return key.to_bytes(RANDOM_KEY_LENGTH, "big").decode("ascii")
+
+
+def _pairing_key_number(text: str) -> int | None:
+    # Fixed length, so that each number has exactly one spelling.
+    if len(text) != RANDOM_KEY_LENGTH or not text.isascii():
+        return None
+    return int.from_bytes(text.encode("ascii"), "big")
 
 
 def _new_key(taken: Container[str]) -> str:

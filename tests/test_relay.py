@@ -59,6 +59,15 @@ class RegisterTests(TestCase):
         ):
             self.assertEqual(h.step(symbol, "x" * 22), "5/*/*", symbol)
 
+    def test_other_spellings_of_a_key_5(self) -> None:
+        """A pairing key cut, padded, changed or not ASCII answers 5/*/*."""
+        h = RelayHarness()
+        key = h.key("alice")
+        changed = ("1" if key[0] == "0" else "0") + key[1:]
+        for other in (key[1:], "0" + key, key + "0", changed, key[:-1] + "\u00e9", ""):
+            self.assertEqual(h.pair(other), "5/*/*", other)
+        self.assertEqual(h.pair(key), "0/2/*")
+
     def test_game_key_as_pairing_key_5(self) -> None:
         """A game key sent with a pairing request answers 5/*/*."""
         h = RelayHarness()
