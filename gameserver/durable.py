@@ -253,10 +253,14 @@ class _Writer(ProcessProtocol):
     The reactor's end of the writer process (L{gameserver.durable_writer}).
 
     Each write is one line for the process and one entry in a FIFO of
-    pending writes.  The lines of one reactor turn go out in one pipe write
-    at the end of the turn; the process commits whatever it finds on its
-    stdin as one batch (group commit) and acknowledges each batch with one
-    line, which takes that many writes off the front of the FIFO, in order.
+    pending writes.  One batch is in flight at a time: lines that come while
+    the process commits one wait for its acknowledgement, and then all go in
+    one pipe write (and lines of a turn with nothing in flight at the end of
+    that turn).  The process commits whatever it finds on its stdin as one
+    batch (group commit) and acknowledges each batch with one line, which
+    takes that many writes off the front of the FIFO, in order.  So there is
+    one pipe write, one wake-up of the process and one sync per commit,
+    however many turns the writes came in.
 
     The process is spawned by the first flush, so not before the reactor
     runs (twistd may fork before that, and a child process must be the
@@ -307,9 +311,14 @@ class _Writer(ProcessProtocol):
         """
         Queue a write: C{line} for the process, C{pending} for the answer.
         """
-        self._lines.append(line)
+        lines = self._lines
+        # While a batch is being committed, the lines wait for its
+        # acknowledgement (outReceived hands them over); otherwise they go at
+        # the end of this reactor turn.
+        idle = len(self._pending) == len(lines)
+        lines.append(line)
         self._pending.append(pending)
-        if self._flushing is None:
+        if idle and self._flushing is None:
             self._flushing = self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
@@ -429,6 +438,10 @@ class _Writer(ProcessProtocol):
             if count > self.largest:
                 self.largest = count
             self._done(batch, None)
+        if self._lines and len(self._pending) == len(self._lines):
+            # Nothing in flight any more: the next batch is what came in
+            # meanwhile, in one pipe write and one commit.
+            self.flush()
         self._close_if_done()
 
     def errReceived(self, data: bytes) -> None:

@@ -233,7 +233,8 @@ class WriteTests(StoreTestCase):
 
 class BatchingTests(StoreTestCase):
     """
-    The writes of one reactor turn go out in one pipe write, and the writer
+    The writes of one reactor turn go out in one pipe write, those made
+    while a batch is in flight wait for its acknowledgement, and the writer
     process commits everything waiting for it as one batch.
     """
 
@@ -256,6 +257,33 @@ class BatchingTests(StoreTestCase):
         for outcome in outcomes:
             self.assertIs(await outcome, True)
         self.assertEqual(flushes, [20])
+
+    async def test_one_batch_in_flight(self) -> None:
+        """Writes made during a commit wait for its acknowledgement, then go as one."""
+        store = self.open()
+        await self.login(store, 1)
+        commits = store.writer.commits
+        pid = self.pause(store)
+        first = [deferred(store.login(user)) for user in range(10, 15)]
+        await self.turn()  # flushed: nothing was in flight
+        flushes: list[int] = []
+        flush = store.writer.flush
+
+        def counted() -> None:
+            flushes.append(len(store.writer._lines))
+            flush()
+
+        self.patch(store.writer, "flush", counted)
+        later: list[Deferred[Any]] = []
+        for turn in range(3):
+            later += [deferred(store.login(100 * turn + n)) for n in range(20, 24)]
+            await self.turn()
+        self.assertEqual(flushes, [])
+        self.resume(pid)
+        for outcome in first + later:
+            await outcome
+        self.assertEqual(flushes, [12])
+        self.assertEqual(store.writer.commits, commits + 2)
 
     async def test_waiting_writes_one_commit(self) -> None:
         """Writes that reach the process while it is busy commit together."""
