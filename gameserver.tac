@@ -10,6 +10,9 @@
 #   GAMESERVER_SESSIONS      stored | signed                      [stored]
 #   GAMESERVER_SECRET_FILE   HMAC secret file for signed sessions
 #   GAMESERVER_DATABASE      SQLite file for durable state        [off]
+#   GAMESERVER_REDIS         Redis URL: shared state for many instances [off]
+#   GAMESERVER_REDIS_PASSWORD_FILE  file holding the Redis password
+#   GAMESERVER_REDIS_TIMEOUT seconds a request may wait for Redis [2]
 #   GAMESERVER_ACCESS_LOG    combined-format access log file      [off]
 #   GAMESERVER_RELAY_PAIRING_TIMEOUT    silent pairing player dropped after [25]
 #   GAMESERVER_RELAY_LONG_WAIT_TIMEOUT  the same with the long-wait key     [180]

@@ -8,6 +8,10 @@ kind's p99, errors, and the server's CPU use; last, the largest N whose p99
 stayed under the bound with no errors.
 
     python bench/relay_players.py [--players 1000,2000,3000,4000] [--duration 10]
+
+With C{--redis}, each count runs a second time with the relay in a fresh
+private C{redis-server} (C{gameserver --redis}), and prints the ratio of its
+rate and p99 to the in-memory run's.
 """
 
 import argparse
@@ -16,8 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
-from scores_mix import ROOT, free_port, gameserver, server
+from scores_mix import ROOT, free_port, gameserver, redis_server, server
 
 
 def cpu_seconds(pid: int) -> float:
@@ -26,10 +31,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(players: int, duration: float, connections: int) -> dict[str, float]:
+def run(
+    players: int, duration: float, connections: int, redis: str | None = None
+) -> dict[str, float]:
     port = free_port()
     report = os.path.join(tempfile.mkdtemp(prefix="gameserver-relay-"), "run.json")
-    with server(gameserver(port), port) as pid:
+    argv = gameserver(port) + ([] if redis is None else ["--redis", redis])
+    with server(argv, port) as pid:
+        if redis is not None:
+            time.sleep(0.5)  # the Redis connection is made in the background
         before = cpu_seconds(pid)
         subprocess.run(
             [
@@ -78,22 +88,40 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--p99-bound-ms", type=float, default=50.0)
-    args = parser.parse_args()
-    best = 0
-    for players in (int(n) for n in args.players.split(",")):
-        r = run(players, args.duration, args.connections)
-        print(
-            f"{players:6d} relay players at 5 req/s: {r['achieved']:8.0f} req/s  "
-            f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-            f"(worst kind p99 {r['worst_kind_p99']:6.2f} ms)  "
-            f"errors {r['errors']:.0f}  server CPU {100 * r['server_cpu']:.0f}%",
-            flush=True,
-        )
-        if r["p99"] < args.p99_bound_ms and not r["errors"]:
-            best = max(best, players)
-    print(
-        f"largest count with p99 under {args.p99_bound_ms:g} ms and no errors: {best}"
+    parser.add_argument(
+        "--redis", action="store_true", help="also run with the relay in Redis"
     )
+    args = parser.parse_args()
+    best = {"memory": 0, "redis": 0}
+    for players in (int(n) for n in args.players.split(",")):
+        results = {"memory": run(players, args.duration, args.connections)}
+        if args.redis:
+            with redis_server() as url:
+                results["redis"] = run(players, args.duration, args.connections, url)
+        for store, r in results.items():
+            ratio = ""
+            if store == "redis":
+                memory = results["memory"]
+                ratio = (
+                    f"  (x{r['achieved'] / memory['achieved']:.2f} rate, "
+                    f"x{r['p99'] / memory['p99']:.1f} p99 of memory)"
+                )
+            print(
+                f"{store:6s} {players:6d} relay players at 5 req/s: "
+                f"{r['achieved']:8.0f} req/s  "
+                f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+                f"(worst kind p99 {r['worst_kind_p99']:6.2f} ms)  "
+                f"errors {r['errors']:.0f}  server CPU {100 * r['server_cpu']:.0f}%"
+                + ratio,
+                flush=True,
+            )
+            if r["p99"] < args.p99_bound_ms and not r["errors"]:
+                best[store] = max(best[store], players)
+    for store in results:
+        print(
+            f"{store}: largest count with p99 under {args.p99_bound_ms:g} ms "
+            f"and no errors: {best[store]}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 -- The mixed scores workload for wrk: 10% logins, 50% score posts, 40%
 -- high-score list reads over 1000 levels.
 --
--- Each wrk thread logs in its own users (so no login revokes a key another
+-- Each wrk thread (of each wrk process) logs in its own users (so no login revokes a key another
 -- request still uses), keeps the keys the logins return, and posts with them.
 -- done() prints one machine-readable line with the count of non-200 answers.
 
@@ -15,8 +15,11 @@ function setup(thread)
 end
 
 function init(args)
-  math.randomseed(id * 7919 + os.time())
-  next_user = id * 10000000
+  -- args[1] (after wrk's "--"): which of several wrk processes this is, so
+  -- that processes driving different instances log in different users.
+  local process = tonumber(args[1]) or 0
+  math.randomseed(process * 104729 + id * 7919 + os.time())
+  next_user = process * 100000000 + id * 10000000
   keys = {}
   nkeys = 0
   non200 = 0

@@ -12,8 +12,15 @@ the ratio of gameserver to aiohttp.
 
     python bench/scores_mix.py [--duration 10] [--rounds 3] [--connections 32]
 
+With C{--redis}, also gameserver with C{--redis} on a fresh private
+C{redis-server} per run (no persistence): one instance, and two instances
+each driven by its own wrk process with half the connections (their
+requests/s added, their latencies the worse of the two), and the ratios of
+each to the in-memory gameserver of the same run.
+
 Needs C{wrk} on the PATH (Debian: apt-get install wrk) and aiohttp
-(pip install aiohttp).
+(pip install aiohttp); C{--redis} needs C{redis-server} (apt-get install
+redis-server).
 """
 
 import argparse
@@ -26,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -116,8 +123,56 @@ def aiohttp(port: int) -> list[str]:
     return [sys.executable, os.path.join(HERE, "aiohttp_scores.py"), str(port)]
 
 
-def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """
+    A fresh C{redis-server} without persistence until the block ends; yield
+    its URL.
+    """
+    port = free_port()
+    directory = tempfile.mkdtemp(prefix="gameserver-bench-redis-")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", directory]
+    with server(argv, port):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextmanager
+def served(make: Callable[[int], list[str]]) -> Iterator[list[int]]:
+    """
+    One server of C{make} until the block ends; yield its port.
+    """
+    port = free_port()
+    with server(make(port), port):
+        yield [port]
+
+
+def on_redis(instances: int) -> Callable[[], AbstractContextManager[list[int]]]:
+    """
+    C{instances} gameservers on one fresh Redis, each run.
+    """
+
+    @contextmanager
+    def serve() -> Iterator[list[int]]:
+        with redis_server() as url, ExitStack() as stack:
+            ports = []
+            for _ in range(instances):
+                port = free_port()
+                stack.enter_context(server([*gameserver(port), "--redis", url], port))
+                ports.append(port)
+            yield ports
+
+    return serve
+
+
+def wrk(
+    port: int, duration: int, connections: int, process: int = 0
+) -> "subprocess.Popen[str]":
+    """
+    Start wrk with the mixed workload against C{port}; C{process} tells
+    several wrk processes' users apart.
+    """
+    return subprocess.Popen(
         [
             "wrk",
             "-t1",
@@ -128,16 +183,36 @@ def wrk(port: int, duration: int, connections: int) -> dict[str, float]:
             "-s",
             os.path.join(HERE, "scores_mix.lua"),
             f"http://127.0.0.1:{port}",
+            "--",
+            str(process),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        timeout=duration + 60,
-        check=True,
-    ).stdout
-    match = RESULT.search(out)
-    if match is None:
-        raise RuntimeError(f"wrk printed no RESULT line:\n{out}")
-    return {k: float(v) for k, v in (f.split("=") for f in match.group(1).split())}
+    )
+
+
+def drive(ports: list[int], duration: int, connections: int) -> dict[str, float]:
+    """
+    Drive every port with its own wrk process at once (the connections shared
+    out); their requests and errors added, their latencies the worst.
+    """
+    share = max(1, connections // len(ports))
+    processes = [wrk(port, duration, share, i) for i, port in enumerate(ports)]
+    results = []
+    for process in processes:
+        out, _ = process.communicate(timeout=duration + 60)
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk exited with {process.returncode}:\n{out}")
+        match = RESULT.search(out)
+        if match is None:
+            raise RuntimeError(f"wrk printed no RESULT line:\n{out}")
+        results.append(
+            {k: float(v) for k, v in (f.split("=") for f in match.group(1).split())}
+        )
+    total = {k: sum(r[k] for r in results) for k in ("rps", "non200", "errors")}
+    for k in ("p50_ms", "p99_ms"):
+        total[k] = max(r[k] for r in results)
+    return total
 
 
 def main() -> None:
@@ -155,21 +230,37 @@ def main() -> None:
         action="store_true",
         help="also run a bare twisted.web site returning a fixed body",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also run gameserver with --redis: one and two instances on one Redis",
+    )
+    parser.add_argument(
+        "--no-aiohttp", action="store_true", help="leave the aiohttp server out"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    if args.redis and shutil.which("redis-server") is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server)")
 
-    contenders = {"gameserver": gameserver, "aiohttp": aiohttp}
+    contenders: dict[str, Callable[[], AbstractContextManager[list[int]]]] = {
+        "gameserver": lambda: served(gameserver)
+    }
+    if not args.no_aiohttp:
+        contenders["aiohttp"] = lambda: served(aiohttp)
     if args.database:
-        contenders["durable"] = durable_gameserver
+        contenders["durable"] = lambda: served(durable_gameserver)
     if args.twisted_baseline:
-        contenders["twisted.web"] = bare_twisted_web
+        contenders["twisted.web"] = lambda: served(bare_twisted_web)
+    if args.redis:
+        contenders["redis x1"] = on_redis(1)
+        contenders["redis x2"] = on_redis(2)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for round_ in range(args.rounds):
-        for name, make in contenders.items():
-            port = free_port()
-            with server(make(port), port):
-                r = wrk(port, args.duration, args.connections)
+        for name, serve in contenders.items():
+            with serve() as ports:
+                r = drive(ports, args.duration, args.connections)
             results[name].append(r)
             print(
                 f"round {round_ + 1} {name:11} {r['rps']:9.0f} req/s  "
@@ -187,9 +278,13 @@ def main() -> None:
             f"p99 {statistics.median(r['p99_ms'] for r in runs):.2f} ms  "
             f"non-200 {sum(r['non200'] for r in runs):.0f}"
         )
-    print(
-        f"ratio gameserver / aiohttp: {medians['gameserver'] / medians['aiohttp']:.2f}"
-    )
+    if "aiohttp" in medians:
+        ratio = medians["gameserver"] / medians["aiohttp"]
+        print(f"ratio gameserver / aiohttp: {ratio:.2f}")
+    for name in ("redis x1", "redis x2"):
+        if name in medians:
+            ratio = medians[name] / medians["gameserver"]
+            print(f"ratio {name} / in-memory gameserver: {ratio:.2f}")
     if "durable" in medians:
         ratio = medians["durable"] / medians["gameserver"]
         print(f"ratio durable (--database) / in-memory gameserver: {ratio:.2f}")

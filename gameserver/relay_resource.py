@@ -5,12 +5,16 @@ The relay served over HTTP: C{POST /relay} and C{GET /relay}.
 from time import perf_counter
 from typing import IO, Final, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
-from gameserver.relay import Errors, Relay, Reply
+from gameserver.relay import Errors, Reply, Request
 from gameserver.relay_wire import format_reply, parse_request
+from gameserver.scores import RETRY_AFTER, StoreError
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
@@ -29,6 +33,23 @@ class _Exchange(Protocol):
     def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
 
     def getHeader(self, key: bytes) -> bytes | None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> "Deferred[None]": ...
+
+
+class RelayBackend(Protocol):
+    """
+    What the resource needs of a relay: L{gameserver.relay.Relay} answers at
+    once, L{gameserver.redis_relay.RedisRelay} with a L{Deferred}.
+    """
+
+    last_request_seconds: float
+
+    def handle(self, request: Request) -> "Reply | Deferred[Reply]": ...
 
 
 class _TooLong:
@@ -50,18 +71,21 @@ class RelayResource(Resource):
     over-long body.  C{GET} answers how many seconds the last C{POST} took,
     for the seed's stress client.  Every body is C{text/plain}; every other
     method gets C{405} with an C{Allow} header.
+
+    A relay whose C{handle} answers a L{Deferred} is answered when it fires;
+    a failed one (its store is unreachable) gets C{503} with C{Retry-After}.
     """
 
     isLeaf = True
     allowedMethods = ALLOWED
     _log = Logger()
 
-    def __init__(self, relay: Relay, max_body: int = 16384) -> None:
+    def __init__(self, relay: RelayBackend, max_body: int = 16384) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._relay = relay
         self._max_body = max_body
 
-    def render(self, request: _Exchange) -> bytes:
+    def render(self, request: _Exchange) -> bytes | int:
         """
         Answer C{405} in plain text for a method the relay does not serve.
         """
@@ -71,7 +95,7 @@ class RelayResource(Resource):
             request.setResponseCode(http.NOT_ALLOWED)
             request.setHeader(b"allow", b", ".join(ALLOWED))
             return b"method not allowed"
-        body: bytes = super().render(request)  # type: ignore[no-untyped-call]
+        body: bytes | int = super().render(request)  # type: ignore[no-untyped-call]
         return body
 
     def render_GET(self, request: _Exchange) -> bytes:
@@ -87,13 +111,14 @@ class RelayResource(Resource):
         request.setHeader(b"content-length", b"%d" % len(self.render_GET(request)))
         return b""
 
-    def render_POST(self, request: _Exchange) -> bytes:
+    def render_POST(self, request: _Exchange) -> bytes | int:
         """
-        Apply one relay request and answer its reply.
+        Apply one relay request and answer its reply (now, or when the
+        relay's L{Deferred} fires).
         """
         started = perf_counter()
         body = self._read_body(request)
-        reply: Reply
+        reply: Reply | Deferred[Reply]
         if body is _TOO_LONG:
             reply = Errors.TOO_LONG
         else:
@@ -109,6 +134,14 @@ class RelayResource(Resource):
                     # again, which is every client's way back.
                     self._log.failure("relay request failed")
                     reply = Errors.OUT_OF_ORDER
+        if isinstance(reply, Deferred):
+            return self._later(request, reply, started)
+        return self._answer(request, reply, started)
+
+    def _answer(self, request: _Exchange, reply: Reply, started: float) -> bytes:
+        """
+        The body of C{reply}, its status code set; the time taken noted.
+        """
         if reply is Errors.TOO_LONG:
             request.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
         elif not reply.ok:
@@ -116,6 +149,39 @@ class RelayResource(Resource):
         out = format_reply(reply)
         self._relay.last_request_seconds = perf_counter() - started
         return out
+
+    def _later(
+        self, request: _Exchange, reply: "Deferred[Reply]", started: float
+    ) -> int:
+        """
+        Write the reply when it comes; C{503} if the relay's store failed.
+        """
+        lost: list[Failure] = []
+        request.notifyFinish().addErrback(lost.append)
+
+        def done(value: Reply) -> None:
+            body = self._answer(request, value, started)
+            if not lost:
+                request.write(body)
+                request.finish()
+
+        def failed(reason: Failure) -> None:
+            if reason.check(StoreError):
+                # The store logs its outage once, not once per request.
+                self._log.debug(
+                    "relay store unavailable: {why}", why=reason.getErrorMessage()
+                )
+            else:
+                self._log.failure("relay store failed", failure=reason)
+            self._relay.last_request_seconds = perf_counter() - started
+            if not lost:
+                request.setResponseCode(http.SERVICE_UNAVAILABLE)
+                request.setHeader(b"retry-after", RETRY_AFTER)
+                request.write(b"relay unavailable, try again")
+                request.finish()
+
+        reply.addCallbacks(done, failed)
+        return NOT_DONE_YET
 
     def _read_body(self, request: _Exchange) -> bytes | _TooLong | None:
         """

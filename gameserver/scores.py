@@ -16,6 +16,17 @@ T = TypeVar("T")
 # handles both, so the in-memory path never pays for a Deferred.
 Outcome: TypeAlias = Union[T, "Deferred[T]"]
 
+# Seconds a client should wait before trying again when a store that answers
+# later (Redis, the durable store) failed: sent as Retry-After with its 503.
+RETRY_AFTER = b"1"
+
+
+class StoreError(Exception):
+    """
+    A shared store (Redis) cannot answer now; it logs the outage itself, so
+    the web layer answers 503 without a traceback per request.
+    """
+
 
 class ScoresBackend(Protocol):
     """

@@ -67,6 +67,9 @@ def _positive_int(value: str) -> int:
 _positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
 
 DEFAULT_RELAY_MAX_BODY = 16384
+# Seconds; gameserver.redis_connection.DEFAULT_TIMEOUT (not imported here, so
+# that the in-memory server never loads the Redis client).
+DEFAULT_REDIS_TIMEOUT = 2.0
 _RELAY_DEFAULTS = RelayConfig()
 
 # RelayConfig field, parser and help of each --relay-* option but the body limit.
@@ -180,6 +183,31 @@ class Options(usage.Options):
             "acknowledged; off: in memory only. [default: none]",
         ],
         [
+            "redis",
+            None,
+            None,
+            "Keep sessions, high-score lists and the relay in Redis at this URL "
+            "(redis://[:password@]host:port/db, rediss:// for TLS with an "
+            "optional ?ssl_ca_certs=ca.pem, "
+            "unix:///path/redis.sock?db=N), shared by every instance pointed "
+            "at it; not with --database. [default: none]",
+        ],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "File holding the Redis password (surrounding whitespace is "
+            "ignored), instead of putting it in --redis. [default: none]",
+        ],
+        [
+            "redis-timeout",
+            None,
+            DEFAULT_REDIS_TIMEOUT,
+            "Seconds a request may wait for Redis; past it (or while Redis is "
+            "unreachable) it gets 503 with Retry-After.",
+            _positive,
+        ],
+        [
             "access-log",
             None,
             None,
@@ -238,6 +266,23 @@ class Options(usage.Options):
             self["secret"] = _read_secret(self["secret-file"])
         elif self["secret-file"] is not None:
             raise usage.UsageError("--secret-file applies only to --sessions=signed")
+        self["redis-settings"] = None
+        if self["redis"] is not None:
+            if self["database"] is not None:
+                raise usage.UsageError(
+                    "--redis and --database exclude each other: choose where "
+                    "the state lives"
+                )
+            from gameserver.redis_connection import RedisSettings
+
+            try:
+                self["redis-settings"] = RedisSettings.from_url(
+                    self["redis"], self["redis-password-file"]
+                )
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from e
+        elif self["redis-password-file"] is not None:
+            raise usage.UsageError("--redis-password-file applies only with --redis")
         self["db"] = None
         if self["database"] is not None:
             try:
@@ -364,16 +409,35 @@ class StateService(Service):
     Owns the game state; stopping it stops the state's timers.
     """
 
-    def __init__(self, scores: ScoresBackend, relay: Relay) -> None:
+    def __init__(
+        self, scores: ScoresBackend, relay: Any, connection: Any = None
+    ) -> None:
+        """
+        @param connection: the L{gameserver.redis_connection.RedisConnection}
+            that C{scores} and C{relay} share, with C{--redis}: connected
+            when the service starts, closed after both stopped.
+        """
         self.scores = scores
         self.relay = relay
+        self.connection = connection
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self.connection is not None:
+            self.connection.start()
 
     def stopService(self) -> "Deferred[None] | None":
         # twistd waits for the Deferred of a durable store: it answers and
         # commits what is in flight before the process exits.
         super().stopService()  # type: ignore[no-untyped-call]
         self.relay.stop()
-        return self.scores.stop()
+        stopped = self.scores.stop()
+        connection = self.connection
+        if connection is None:
+            return stopped
+        if stopped is None:
+            return connection.stop()  # type: ignore[no-any-return]
+        return stopped.addCallback(lambda _: connection.stop())
 
 
 class ErrorCounting(Service):
@@ -420,7 +484,11 @@ def make_site(
     Build the state, the service that owns it, and the HTTP factory serving it.
     """
     scores: ScoresBackend
-    if config.get("db") is not None:
+    connection = None
+    relay: Any
+    if config.get("redis-settings") is not None:
+        scores, relay, connection = _redis_state(config, reactor)
+    elif config.get("db") is not None:
         scores = DurableScores.load(
             config["db"],
             reactor,
@@ -430,7 +498,8 @@ def make_site(
         )
     else:
         scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
-    relay = Relay(reactor, relay_config(config))
+    if connection is None:
+        relay = Relay(reactor, relay_config(config))
     max_body = config["relay-max-body"]
     relay_resource = RelayResource(relay, max_body=max_body)
     relay_resource.metrics_route = "relay"  # type: ignore[attr-defined]
@@ -455,11 +524,30 @@ def make_site(
     )
     if metrics is not None:
         _add_state_metrics(metrics, scores, relay, site)
-    return site, StateService(scores, relay)
+    return site, StateService(scores, relay, connection)
+
+
+def _redis_state(config: Mapping[str, Any], reactor: Any) -> tuple[Any, Any, Any]:
+    """
+    The scores store, the relay and their shared connection on C{--redis}.
+    """
+    from gameserver.redis_connection import RedisConnection
+    from gameserver.redis_relay import RedisRelay
+    from gameserver.redis_scores import RedisScores
+
+    connection = RedisConnection(
+        config["redis-settings"], reactor, float(config["redis-timeout"])
+    )
+    signed = None
+    if config["sessions"] == "signed":
+        signed = SignedSessions(reactor, config["secret"], float(config["session-ttl"]))
+    scores = RedisScores(connection, float(config["session-ttl"]), signed)
+    relay = RedisRelay(connection, relay_config(config))
+    return scores, relay, connection
 
 
 def _add_state_metrics(
-    metrics: Metrics, scores: Any, relay: Relay, site: GameHTTPFactory
+    metrics: Metrics, scores: Any, relay: Any, site: GameHTTPFactory
 ) -> None:
     """
     Export the state's sizes as gauges and the durable store's commits as
@@ -473,6 +561,7 @@ def _add_state_metrics(
     boards = getattr(scores, "boards", None)
     if boards is not None:
         metrics.add_gauge("levels", "Levels with a high-score list.", boards.__len__)
+    # The Redis relay counts the state all instances share, as last counted.
     metrics.add_gauge(
         "relay_players", "Registered relay players.", lambda: relay.players
     )

@@ -21,7 +21,12 @@ from twisted.web.server import NOT_DONE_YET
 
 from gameserver import uint31
 from gameserver.metrics import Histogram
-from gameserver.scores import Outcome, ScoresBackend
+from gameserver.scores import (
+    RETRY_AFTER,
+    Outcome,
+    ScoresBackend,
+    StoreError,
+)
 
 T = TypeVar("T")
 
@@ -160,8 +165,16 @@ class Action(Resource):
                 request.finish()
 
         def failed(reason: Failure) -> None:
-            self.log.failure("store failed", failure=reason, path=request.path)
+            if reason.check(StoreError):
+                self.log.debug(
+                    "store unavailable: {why}",
+                    why=reason.getErrorMessage(),
+                    path=request.path,
+                )
+            else:
+                self.log.failure("store failed", failure=reason, path=request.path)
             if not lost:
+                request.setHeader(b"retry-after", RETRY_AFTER)
                 error(request, 503, "Service Unavailable", "Try again later.")
 
         outcome.addCallbacks(done, failed)

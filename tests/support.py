@@ -75,6 +75,13 @@ class ServerProcess:
         return self._protocol.output.decode("utf-8", "replace")
 
     @property
+    def running(self) -> bool:
+        """
+        Whether the process has not ended.
+        """
+        return not self._protocol.ended.called
+
+    @property
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
 

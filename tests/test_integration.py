@@ -13,6 +13,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from tests.redis_support import SKIP_REASON, started_redis
 from tests.support import ANY_PORT, ROOT, ServerProcess, plugin_args
 
 # gameserver handles SIGTERM itself: a graceful shutdown, then exit status 0.
@@ -74,14 +75,20 @@ class PluginTests(IntegrationTestCase):
     C{twistd -n gameserver} serves the scores API.
     """
 
+    def args(self, *options: str) -> list[str]:
+        """
+        The server's command line: the in-memory store here.
+        """
+        return plugin_args(*options)
+
     async def test_seed_example(self) -> None:
         """The seed's example session works against the real plugin."""
-        server = await self.start(plugin_args())
+        server = await self.start(self.args())
         await self.seed_session(server)
 
     async def test_errors(self) -> None:
         """The real server answers 400, 401, 404 and 405 as the contract says."""
-        server = await self.start(plugin_args())
+        server = await self.start(self.args())
         self.assertEqual((await self.get(server, "/abc/login"))[0], 400)
         self.assertEqual(
             (await self.post(server, "/2/score?sessionkey=nope", b"1"))[0], 401
@@ -91,7 +98,7 @@ class PluginTests(IntegrationTestCase):
 
     async def test_session_ttl_option(self) -> None:
         """--session-ttl shortens the lifetime of keys."""
-        server = await self.start(plugin_args("--session-ttl", "0.5"))
+        server = await self.start(self.args("--session-ttl", "0.5"))
         _, key = await self.get(server, "/1/login")
         from twisted.internet.task import deferLater
 
@@ -104,7 +111,7 @@ class PluginTests(IntegrationTestCase):
         secret = self.mktemp()
         with open(secret, "w") as f:
             f.write("integration-test-secret-0123456789\n")
-        args = plugin_args(
+        args = self.args(
             "--sessions", "signed", "--secret-file", os.path.abspath(secret)
         )
         first = await self.start(args)
@@ -118,7 +125,7 @@ class PluginTests(IntegrationTestCase):
     async def test_access_log(self) -> None:
         """--access-log writes one combined-format line per request."""
         log = os.path.abspath(self.mktemp())
-        server = await self.start(plugin_args("--access-log", log))
+        server = await self.start(self.args("--access-log", log))
         await self.get(server, "/1/highscorelist")
         await server.stop()
         with open(log) as f:
@@ -126,7 +133,7 @@ class PluginTests(IntegrationTestCase):
 
     async def test_sigterm_shuts_down(self) -> None:
         """SIGTERM shuts the server down cleanly with exit status 0."""
-        server = await self.start(plugin_args())
+        server = await self.start(self.args())
         self.assertEqual(await server.stop(), 0)
         self.assertIn("Server Shut Down.", server.output)
 
@@ -176,6 +183,21 @@ class PluginTests(IntegrationTestCase):
             "--cors-origin",
         ):
             self.assertIn(option.encode(), out)
+
+
+class RedisPluginTests(PluginTests):
+    """
+    The same, with the state in a private C{redis-server} (C{--redis}).
+    """
+
+    skip = SKIP_REASON
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.redis = started_redis(self)
+
+    def args(self, *options: str) -> list[str]:
+        return plugin_args("--redis", self.redis.url, *options)
 
 
 class TacTests(IntegrationTestCase):

@@ -97,6 +97,52 @@ class UnitFileTests(TestCase):
         self.assertNotIn(directory, text)
 
 
+class TemplateUnitTests(TestCase):
+    """
+    misc/gameserver@.service: one of several instances sharing Redis.
+    """
+
+    timeout = 60
+
+    def test_template_runs_instance_on_redis(self) -> None:
+        """The template listens on its instance's port and reads Redis settings."""
+        unit = read_unit("gameserver@.service")
+        [exec_start] = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+        self.assertIn("--port tcp:%i:interface=127.0.0.1", exec_start)
+        self.assertIn("--redis ${GAMESERVER_REDIS}", exec_start)
+        self.assertIn(
+            "--redis-password-file ${CREDENTIALS_DIRECTORY}/redis-password", exec_start
+        )
+        self.assertNotIn("--database", exec_start)
+        self.assertIn("option httpchk GET /healthz", read_unit("haproxy.cfg"))
+
+    async def test_systemd_analyze_verify_template(self) -> None:
+        """systemd-analyze verify accepts an instance of the template."""
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            raise SkipTest(
+                "systemd-analyze is missing (Debian: apt-get install -y systemd)"
+            )
+        twistd = shutil.which("twistd", path=os.path.dirname(sys.executable))
+        if twistd is None:
+            raise SkipTest(f"no twistd next to {sys.executable}")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        text = read_unit("gameserver@.service").replace(
+            "/opt/gameserver/bin/twistd", twistd
+        )
+        with open(os.path.join(directory, "gameserver@.service"), "w") as f:
+            f.write(text)
+        out, err, code = await getProcessOutputAndValue(
+            analyze,
+            ["verify", os.path.join(directory, "gameserver@8081.service")],
+            env=dict(os.environ),
+        )
+        output = (out + err).decode()
+        self.assertEqual(code, 0, output)
+        self.assertNotIn(directory, output)
+
+
 class SocketActivationTests(IntegrationTestCase):
     """
     C{--port systemd:domain=INET:index=0} under systemd-socket-activate.

@@ -4,7 +4,7 @@ twistd plugin on 127.0.0.1, as the seed turn server's clients play them.
 """
 
 import random
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import treq
@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from tests.redis_support import SKIP_REASON, started_redis
 from tests.support import ServerProcess, plugin_args
 
 POLL = 0.02
@@ -31,12 +32,16 @@ async def together(coroutines: list[Coroutine[Any, Any, Any]]) -> list[Any]:
 
 class RelayClient:
     """
-    One player speaking the relay protocol as the seed's clients do.
+    One player speaking the relay protocol as the seed's clients do; given
+    several URLs (instances), it sends each request to a random one.
     """
 
-    def __init__(self, http: Any, url: str, name: str, wanted: str = "*") -> None:
+    def __init__(
+        self, http: Any, url: str | Sequence[str], name: str, wanted: str = "*"
+    ) -> None:
         self.http = http
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._pick = random.Random(name)
         self.name = name
         self.wanted = wanted
         self.key = ""
@@ -46,7 +51,8 @@ class RelayClient:
         self.received: list[str] = []
 
     async def send(self, body: str) -> tuple[int, str]:
-        response = await self.http.post(self.url, data=body.encode())
+        url = self._pick.choice(self.urls)
+        response = await self.http.post(url, data=body.encode())
         return response.code, (await response.content()).decode()
 
     async def register(self) -> None:
@@ -124,11 +130,26 @@ class RelayGamesTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         self.http = treq.client.HTTPClient(Agent(reactor, pool=pool))
 
+    def assert_all_gone(self) -> None:
+        """
+        Check that a shared store (Redis) holds nothing once every game has
+        ended; the in-memory relay's state ends with its process.
+        """
+
     async def serve(self) -> None:
-        self.server = ServerProcess(plugin_args())
-        await self.server.start()
-        self.addCleanup(self.server.stop)
+        """
+        Start the server; C{self.url} is its relay, C{self.urls} every
+        instance's relay (one here).
+        """
+        self.server = await self.start_server()
         self.url = self.server.url + "/relay"
+        self.urls = [self.url]
+
+    async def start_server(self, *options: str) -> ServerProcess:
+        server = ServerProcess(plugin_args(*options))
+        await server.start()
+        self.addCleanup(server.stop)
+        return server
 
     async def play(
         self, a: RelayClient, b: RelayClient, rounds: int, rng: random.Random
@@ -164,7 +185,7 @@ class RelayGamesTests(TestCase):
         arrives once, in order, at the right partner, even when replies are lost."""
         await self.serve()
         rng = random.Random(4711)
-        players = [RelayClient(self.http, self.url, f"p{i}") for i in range(8)]
+        players = [RelayClient(self.http, self.urls, f"p{i}") for i in range(8)]
         await together([p.register() for p in players])
         self.assertEqual(await together([p.pair() for p in players]), [True] * 8)
         by_name = {p.name: p for p in players}
@@ -181,13 +202,14 @@ class RelayGamesTests(TestCase):
             self.check_delivery(by_name[a], by_name[b], rounds)
             self.check_delivery(by_name[b], by_name[a], rounds)
             self.assertIn(f"{a},bye", by_name[b].received)
+        self.assert_all_gone()
 
     async def test_named_pairing(self) -> None:
         """Two players who name each other are paired with each other only."""
         await self.serve()
-        alice = RelayClient(self.http, self.url, "alice", wanted="bob")
-        carol = RelayClient(self.http, self.url, "carol")
-        bob = RelayClient(self.http, self.url, "bob", wanted="alice")
+        alice = RelayClient(self.http, self.urls, "alice", wanted="bob")
+        carol = RelayClient(self.http, self.urls, "carol")
+        bob = RelayClient(self.http, self.urls, "bob", wanted="alice")
         for p in (alice, carol, bob):
             await p.register()
         self.assertEqual(await together([alice.pair(), bob.pair()]), [True] * 2)
@@ -205,7 +227,7 @@ class RelayGamesTests(TestCase):
     async def test_get_relay_timing(self) -> None:
         """GET /relay answers the seconds the last relay POST took."""
         await self.serve()
-        client = RelayClient(self.http, self.url, "timer")
+        client = RelayClient(self.http, self.urls, "timer")
         await client.register()
         response = await self.http.get(self.url)
         self.assertEqual(response.code, 200)
@@ -220,7 +242,7 @@ class RelayGamesTests(TestCase):
         updates = {"ok": 0, "errors": 0}
 
         async def seed_player(name: str) -> None:
-            client = RelayClient(self.http, self.url, name)
+            client = RelayClient(self.http, self.urls, name)
             while updates["ok"] < 400:
                 await client.register()
                 if not await client.pair(polls=50):
@@ -242,3 +264,49 @@ class RelayGamesTests(TestCase):
         self.assertGreaterEqual(updates["ok"], 400)
         # Only a partner's quit interrupts a game ("15/*/*"), never a server fault.
         self.assertLessEqual(updates["errors"], updates["ok"] // 5 + 10)
+
+
+class RedisRelayGamesTests(RelayGamesTests):
+    """
+    The same games with the relay in Redis (C{--redis}), one instance.
+    """
+
+    skip = SKIP_REASON
+    instances = 1
+
+    async def serve(self) -> None:
+        redis = started_redis(self)
+        servers = [
+            await self.start_server("--redis", redis.url) for _ in range(self.instances)
+        ]
+        self.server = servers[0]
+        self.url = self.server.url + "/relay"
+        self.urls = [server.url + "/relay" for server in servers]
+        for url in self.urls:
+            await self.wait_for_redis(url)
+        self.redis = redis
+
+    async def wait_for_redis(self, url: str) -> None:
+        """
+        Wait until the instance at C{url} reaches Redis (its connection is
+        made in the background): until a relay request gets 400, not 503.
+        """
+        for _ in range(MAX_POLLS):
+            response = await self.http.post(url, data=b"1,*,nokey,*,*")
+            await response.content()
+            if response.code == 400:
+                return
+            await deferLater(reactor, POLL, lambda: None)
+        raise AssertionError(f"{url} never reached Redis")
+
+    def assert_all_gone(self) -> None:
+        self.assertEqual(self.redis.keys(), [])
+
+
+class MultiInstanceRelayGamesTests(RedisRelayGamesTests):
+    """
+    The same games with three instances on one Redis, each request of each
+    player sent to a random instance.
+    """
+
+    instances = 3

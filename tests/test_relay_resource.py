@@ -1,6 +1,7 @@
 """
 Tests for L{gameserver.relay_resource}: every status code and body of the relay
-over HTTP, through C{treq.testing.StubTreq}.
+over HTTP, through C{treq.testing.StubTreq}, for the in-memory relay and (the
+C{Redis*} subclasses) the relay in Redis.
 """
 
 import re
@@ -10,12 +11,18 @@ from typing import Any, NoReturn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
-from twisted.internet.task import Clock
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
+from gameserver.redis_relay import RedisRelay
 from gameserver.relay import Relay, RelayConfig
-from gameserver.relay_resource import RelayResource
+from gameserver.relay_resource import RelayBackend, RelayResource
+from tests.redis_relay_support import redis_relay
+from tests.redis_support import SKIP_REASON, started_redis
 
 URL = "http://gameserver.test/relay"
 
@@ -34,20 +41,41 @@ def dummy_post(body: bytes | None, **headers: bytes) -> Any:
 
 class WebHarness:
     """
-    A relay resource over a Clock, reachable through StubTreq.
+    A relay resource reachable through StubTreq.
     """
 
-    def __init__(self, max_body: int = 16384, **config: Any) -> None:
-        self.clock = Clock()
-        self.relay = Relay(self.clock, RelayConfig(**config))
-        self.resource = RelayResource(self.relay, max_body=max_body)
+    def __init__(self, relay: RelayBackend, max_body: int = 16384) -> None:
+        self.relay: Any = relay
+        self.resource = RelayResource(relay, max_body=max_body)
         self.treq: Any = StubTreq(self.resource)
+
+    async def settled(self, d: "Deferred[Any]") -> Any:
+        """
+        C{d}'s result; a relay that answers later (Redis) needs StubTreq's
+        in-memory connections flushed until it has.
+        """
+        outcome: list[Any] = []
+        d.addBoth(outcome.append)
+        while not outcome:
+            await deferLater(reactor, 0.001, self.treq.flush)
+        return await succeed(None).addCallback(lambda _: outcome[0])
 
     async def request(
         self, method: str, body: bytes | None = None, **kwargs: Any
     ) -> tuple[int, Any, bytes]:
-        response = await self.treq.request(method, URL, data=body, **kwargs)
-        return response.code, response.headers, await response.content()
+        response = await self.settled(
+            self.treq.request(method, URL, data=body, **kwargs)
+        )
+        return response.code, response.headers, await self.settled(response.content())
+
+    async def players(self) -> int:
+        """
+        The relay's count of registered players.
+        """
+        if isinstance(self.relay, RedisRelay):
+            return (await self.relay.refresh_counts()).players
+        players: int = self.relay.players
+        return players
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         code, _, content = await self.request("POST", body)
@@ -59,14 +87,38 @@ class WebHarness:
         return body[len(b"0/0/") :]
 
 
-class PostTests(TestCase):
+class InMemory:
+    """
+    Tests mixed with this serve the in-memory relay.
+    """
+
+    async def harness(self, max_body: int = 16384, **config: Any) -> WebHarness:
+        return WebHarness(Relay(Clock(), RelayConfig(**config)), max_body)
+
+
+class InRedis:
+    """
+    Tests mixed with this serve the relay in a private C{redis-server}.
+    """
+
+    skip = SKIP_REASON
+    timeout = 30
+
+    async def harness(self, max_body: int = 16384, **config: Any) -> WebHarness:
+        redis = getattr(self, "redis", None)
+        if redis is None:
+            redis = self.redis = started_redis(self)
+        return WebHarness(await redis_relay(self, redis, **config), max_body)
+
+
+class PostTests(InMemory, TestCase):
     """
     C{POST /relay}: 200, 400 and 413.
     """
 
     async def test_success_200_text_plain(self) -> None:
         """A success reply is 200, text/plain, body 0/<code>/<payload>."""
-        h = WebHarness()
+        h = await self.harness()
         code, headers, body = await h.request("POST", b"0,alice,*,*,*")
         self.assertEqual(code, 200)
         self.assertTrue(re.fullmatch(rb"0/0/[A-Za-z0-9]{22}", body), body)
@@ -76,7 +128,7 @@ class PostTests(TestCase):
 
     async def test_full_game_200(self) -> None:
         """A whole game through HTTP: every success reply is 200."""
-        h = WebHarness()
+        h = await self.harness()
         alice, bob = await h.key(b"alice"), await h.key(b"bob")
         self.assertEqual(await h.post(b"2,*," + bob + b",*,*"), (200, b"0/3/alice"))
         self.assertEqual(await h.post(b"2,*," + alice + b",*,*"), (200, b"0/4/bob"))
@@ -99,7 +151,7 @@ class PostTests(TestCase):
 
     async def test_errors_400(self) -> None:
         """Every protocol error is 400 with the spec's body."""
-        h = WebHarness(max_players=1)
+        h = await self.harness(max_players=1)
         key = await h.key(b"alice")
         cases = [
             (b"0,x,*", b"4/0/*"),
@@ -118,7 +170,7 @@ class PostTests(TestCase):
 
     async def test_game_errors_400(self) -> None:
         """The game errors 18, 19 and 21 are 400 too."""
-        h = WebHarness(max_cache=4)
+        h = await self.harness(max_cache=4)
         game = await self._game(h)
         (a, seat_a), (b, seat_b) = game
         self.assertEqual(await h.post(b"6,x,%s,%s,5" % (a, seat_a)), (400, b"19/*/*"))
@@ -130,7 +182,7 @@ class PostTests(TestCase):
 
     async def test_partner_drop_errors_400(self) -> None:
         """9/2/* and 17/*/* are 400."""
-        h = WebHarness()
+        h = await self.harness()
         alice, bob = await h.key(b"alice"), await h.key(b"bob")
         await h.post(b"2,*," + bob + b",*,*")
         await h.post(b"1,*," + alice + b",*,*")
@@ -145,7 +197,7 @@ class PostTests(TestCase):
 
     async def test_no_room_for_game_12(self) -> None:
         """12/*/* is 400."""
-        h = WebHarness(max_games=1)
+        h = await self.harness(max_games=1)
         await self._game(h)
         alice, bob = await h.key(b"alice"), await h.key(b"bob")
         for body in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
@@ -154,7 +206,7 @@ class PostTests(TestCase):
 
     async def test_over_max_body_413(self) -> None:
         """A body over max_body is 413 with 20/*/*; exactly max_body is fine."""
-        h = WebHarness(max_body=32)
+        h = await self.harness(max_body=32)
         body = b"0," + b"n" * 24 + b",*,*,*"
         self.assertEqual(len(body), 32)
         code, _ = await h.post(body)
@@ -163,11 +215,44 @@ class PostTests(TestCase):
 
     async def test_over_default_max_body_413(self) -> None:
         """The default limit is 16384 bytes."""
-        h = WebHarness()
+        h = await self.harness()
         body = b"0," + b"n" * 16376 + b",*,*,*"
         self.assertEqual(len(body), 16384)
         self.assertEqual((await h.post(body))[0], 200)
         self.assertEqual(await h.post(body + b"x"), (413, b"20/*/*"))
+
+    async def test_post_to_subpath(self) -> None:
+        """The resource is a leaf: a client's path suffix does not matter."""
+        h = await self.harness()
+        response = await h.settled(h.treq.post(URL + "/anything", data=b"0,a,*,*,*"))
+        self.assertEqual(response.code, 200)
+
+    async def test_domain_failure_is_400_not_500(self) -> None:
+        """A failure inside the relay is logged and answered 400 10/*/*."""
+        h = await self.harness()
+
+        def broken(request: object) -> NoReturn:
+            raise RuntimeError("bug")
+
+        h.relay.handle = broken
+        self.assertEqual(await h.post(b"0,alice,*,*,*"), (400, b"10/*/*"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def _game(self, h: WebHarness) -> tuple[tuple[bytes, bytes], ...]:
+        alice, bob = await h.key(b"p"), await h.key(b"q")
+        for body in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
+            await h.post(body + b",*,*")
+        _, start_bob = await h.post(b"4,*," + bob + b",*,*")
+        _, start_alice = await h.post(b"4,*," + alice + b",*,*")
+        a_key, a_seat = start_alice[4:].split(b"|")
+        b_key, b_seat = start_bob[4:].split(b"|")
+        return (a_key, a_seat), (b_key, b_seat)
+
+
+class RenderTests(TestCase):
+    """
+    Rendering the in-memory relay: a plain body at once, never a Deferred.
+    """
 
     async def test_missing_length_1(self) -> None:
         """A POST with no Content-Length and no chunked body is 1/*/*."""
@@ -187,57 +272,33 @@ class PostTests(TestCase):
         """A chunked body (no Content-Length) is read like any other."""
         resource = RelayResource(Relay(Clock()), max_body=16)
         request = dummy_post(b"0,alice,*,*,*", transfer_encoding=b"chunked")
-        self.assertTrue(resource.render(request).startswith(b"0/0/"))
+        body = resource.render(request)
+        # The in-memory relay answers at once: bytes, never NOT_DONE_YET.
+        assert isinstance(body, bytes)
+        self.assertTrue(body.startswith(b"0/0/"))
         request.content = BytesIO(b"0,alice-is-long,*,*,*")
         self.assertEqual(resource.render(request), b"20/*/*")
         self.assertEqual(request.responseCode, 413)
-
-    async def test_post_to_subpath(self) -> None:
-        """The resource is a leaf: a client's path suffix does not matter."""
-        h = WebHarness()
-        response = await h.treq.post(URL + "/anything", data=b"0,a,*,*,*")
-        self.assertEqual(response.code, 200)
 
     @settings(max_examples=100, deadline=None)
     @given(st.binary(max_size=40))
     def test_never_500(self, body: bytes) -> None:
         """No body makes the relay answer anything but 200, 400 or 413."""
-        h = WebHarness()
+        h = WebHarness(Relay(Clock()))
         request = dummy_post(body, content_length=b"%d" % len(body))
         out = h.resource.render(request)
         self.assertIsInstance(out, bytes)
         self.assertIn(request.responseCode or 200, (200, 400))
 
-    async def test_domain_failure_is_400_not_500(self) -> None:
-        """A failure inside the relay is logged and answered 400 10/*/*."""
-        h = WebHarness()
 
-        def broken(request: object) -> NoReturn:
-            raise RuntimeError("bug")
-
-        h.relay.handle = broken  # type: ignore[method-assign]
-        self.assertEqual(await h.post(b"0,alice,*,*,*"), (400, b"10/*/*"))
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    async def _game(self, h: WebHarness) -> tuple[tuple[bytes, bytes], ...]:
-        alice, bob = await h.key(b"p"), await h.key(b"q")
-        for body in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
-            await h.post(body + b",*,*")
-        _, start_bob = await h.post(b"4,*," + bob + b",*,*")
-        _, start_alice = await h.post(b"4,*," + alice + b",*,*")
-        a_key, a_seat = start_alice[4:].split(b"|")
-        b_key, b_seat = start_bob[4:].split(b"|")
-        return (a_key, a_seat), (b_key, b_seat)
-
-
-class OtherMethodTests(TestCase):
+class OtherMethodTests(InMemory, TestCase):
     """
     C{GET /relay} and the methods the relay does not serve.
     """
 
     async def test_get_seconds_of_last_post(self) -> None:
         """GET answers the seconds the last POST took, a plain decimal number."""
-        h = WebHarness()
+        h = await self.harness()
         code, headers, body = await h.request("GET")
         self.assertEqual((code, body), (200, b"0.000000000"))
         await h.post(b"0,alice,*,*,*")
@@ -252,20 +313,20 @@ class OtherMethodTests(TestCase):
 
     async def test_get_after_error_post(self) -> None:
         """An erroneous POST is timed too."""
-        h = WebHarness()
+        h = await self.harness()
         await h.post(b"junk")
         self.assertGreater(h.relay.last_request_seconds, 0.0)
 
     async def test_head(self) -> None:
         """HEAD answers GET's headers, no body."""
-        h = WebHarness()
+        h = await self.harness()
         code, headers, body = await h.request("HEAD")
         self.assertEqual((code, body), (200, b""))
         self.assertEqual(headers.getRawHeaders("content-length"), ["11"])
 
     async def test_other_methods_405(self) -> None:
         """PUT, DELETE, PATCH and OPTIONS are 405 with an Allow header."""
-        h = WebHarness()
+        h = await self.harness()
         for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
             code, headers, _ = await h.request(method, b"0,a,*,*,*")
             self.assertEqual(code, 405, method)
@@ -273,4 +334,48 @@ class OtherMethodTests(TestCase):
             self.assertEqual(
                 headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"]
             )
-        self.assertEqual(h.relay.players, 0)
+        self.assertEqual(await h.players(), 0)
+
+
+class RedisPostTests(InRedis, PostTests):
+    """
+    C{POST /relay} with the relay in Redis: the same contract, and 503 with
+    Retry-After when Redis cannot answer.
+    """
+
+    async def test_redis_down_503(self) -> None:
+        """With Redis unreachable a relay POST gets 503 with Retry-After; once
+        Redis is back the relay serves again by itself."""
+        h = await self.harness()
+        self.redis.stop()
+        for _ in range(100):  # until the connection notices
+            code, headers, _ = await h.request("POST", b"0,alice,*,*,*")
+            if code == 503:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(code, 503)
+        self.assertEqual(headers.getRawHeaders("retry-after"), ["1"])
+        self.assertGreater(h.relay.last_request_seconds, 0.0)
+        # Redis comes back (empty, scripts not loaded): the relay serves again.
+        self.redis.start()
+        for _ in range(300):
+            code, _, body = await h.request("POST", b"0,alice,*,*,*")
+            if code == 200:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(body.startswith(b"0/0/"), (code, body))
+
+    async def test_render_not_done_yet(self) -> None:
+        """A relay answering a Deferred renders NOT_DONE_YET, then the reply."""
+        h = await self.harness()
+        request = dummy_post(b"0,alice,*,*,*", content_length=b"13")
+        self.assertEqual(h.resource.render(request), NOT_DONE_YET)
+        await h.settled(request.notifyFinish())
+        body: bytes = b"".join(request.written)
+        self.assertTrue(body.startswith(b"0/0/"), body)
+
+
+class RedisOtherMethodTests(InRedis, OtherMethodTests):
+    """
+    C{GET /relay} and other methods with the relay in Redis.
+    """

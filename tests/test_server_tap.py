@@ -134,6 +134,52 @@ class OptionsTests(TestCase):
         e = self.assertRaises(UsageError, parse, "--access-log", "/nonexistent/dir/log")
         self.assertIn("--access-log", str(e))
 
+    def test_redis(self) -> None:
+        """--redis parses its URL (with --redis-password-file) and a timeout."""
+        from gameserver.redis_connection import RedisSettings
+
+        path = self.secret_file(b"redis-pass\n")
+        options = parse(
+            "--redis",
+            "redis://127.0.0.1:6380/2",
+            "--redis-password-file",
+            path,
+            "--redis-timeout",
+            "0.5",
+        )
+        self.assertEqual(
+            options["redis-settings"],
+            RedisSettings(port=6380, db=2, password="redis-pass"),
+        )
+        self.assertEqual(options["redis-timeout"], 0.5)
+        self.assertIsNone(parse()["redis-settings"])
+
+    def test_redis_usage_errors(self) -> None:
+        """A bad --redis, --redis with --database, or a stray password file fail."""
+        path = self.secret_file(b"x")
+        database = str(self.mktemp())
+        for argv in (
+            ["--redis", "http://127.0.0.1"],
+            ["--redis", "redis://h/x"],
+            ["--redis", "redis://h", "--database", database],
+            ["--redis", "redis://:a@h", "--redis-password-file", path],
+            ["--redis", "redis://h", "--redis-password-file", "/nonexistent/pw"],
+            ["--redis-password-file", path],
+            ["--redis", "redis://h", "--redis-timeout", "0"],
+        ):
+            self.assertRaises(UsageError, parse, *argv)
+        self.assertFalse(os.path.exists(database))
+
+    def test_redis_service(self) -> None:
+        """With --redis the state is the Redis store, on a connection not yet made."""
+        from gameserver.redis_scores import RedisScores
+        from gameserver.server_tap import make_site
+
+        _, state = make_site(parse("--redis", "redis://127.0.0.1:1/0"), Clock())
+        self.assertIsInstance(state.scores, RedisScores)
+        self.assertIs(state.connection, state.scores.connection)  # type: ignore[attr-defined]
+        self.assertFalse(state.connection.connected())
+
     def test_help_lists_every_option_with_default(self) -> None:
         """--help names every option and shows each default."""
         text = str(Options())

@@ -9,15 +9,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from gameserver.leaderboard import Leaderboards
+from gameserver.redis_scores import RedisScores
 from gameserver.scores import MemoryScores
 from gameserver.sessions import SignedSessions, StoredSessions
 from gameserver.web import GameRoot
+from tests.redis_support import SKIP_REASON, connected, started_redis
 
 BASE = "http://gameserver.test"
 KEY = re.compile(rb"[A-Za-z0-9]{16,}")
@@ -70,8 +74,22 @@ class Harness:
     async def request(
         self, method: str, path: str, body: bytes | None = None
     ) -> tuple[int, Any, bytes]:
-        response = await self.treq.request(method, BASE + path, data=body)
-        return response.code, response.headers, await response.content()
+        response = await self.settle(self.treq.request(method, BASE + path, data=body))
+        return response.code, response.headers, await self.settle(response.content())
+
+    async def settle(self, pending: "Deferred[Any]") -> Any:
+        """
+        The result of C{pending}; a store that answers later (Redis) needs
+        StubTreq flushed once it has, which the memory store never does.
+        """
+        outcome: list[Any] = []
+        pending.addBoth(outcome.append)
+        while not outcome:
+            self.treq.flush()
+            await deferLater(reactor, 0.001, lambda: None)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]
 
     async def login(self, user: int) -> bytes:
         code, _, key = await self.request("GET", f"/{user}/login")
@@ -103,14 +121,24 @@ class _Echo(Resource):
         return b"relay " + bytes(request.method)
 
 
-class LoginTests(TestCase):
+class ScoresTestCase(TestCase):
+    """
+    Contract tests of the scores API over the store that L{harness} builds:
+    in memory here, Redis in the C{Redis*} subclasses below.
+    """
+
+    def harness(self, signed: bool = False) -> Harness:
+        return Harness(signed)
+
+
+class LoginTests(ScoresTestCase):
     """
     C{GET /<userid>/login}.
     """
 
     async def test_login(self) -> None:
         """Login answers 200 with a text/plain key of letters and digits."""
-        h = Harness()
+        h = self.harness()
         code, headers, body = await h.request("GET", "/4711/login")
         self.assertEqual(code, 200)
         self.assertTrue(KEY.fullmatch(body), body)
@@ -120,43 +148,43 @@ class LoginTests(TestCase):
 
     async def test_login_leading_zeros(self) -> None:
         """A user id with leading zeros is the same user: 007 is 7."""
-        h = Harness()
+        h = self.harness()
         key = await h.login("007")  # type: ignore[arg-type]
         self.assertEqual(await h.post(1, key, b"10"), 200)
         self.assertEqual(await h.list(1), b"7=10")
 
     async def test_login_new_key_each_time(self) -> None:
         """Logging in again issues a new key."""
-        h = Harness()
+        h = self.harness()
         self.assertNotEqual(await h.login(1), await h.login(1))
 
     async def test_login_invalid_user(self) -> None:
         """A malformed user id answers 400."""
-        h = Harness()
+        h = self.harness()
         for user in INVALID_IDS:
             code, _, _ = await h.request("GET", f"/{user}/login")
             self.assertEqual(code, 400, user)
 
     async def test_login_empty_user(self) -> None:
         """An empty user id segment answers 400."""
-        h = Harness()
+        h = self.harness()
         code, _, _ = await h.request("GET", "//login")
         self.assertEqual(code, 400)
 
     async def test_login_maximum_user(self) -> None:
         """User 2147483647 can log in."""
-        h = Harness()
+        h = self.harness()
         await h.login(2**31 - 1)
 
 
-class ScoreTests(TestCase):
+class ScoreTests(ScoresTestCase):
     """
     C{POST /<levelid>/score?sessionkey=<key>}.
     """
 
     async def test_post(self) -> None:
         """A score with a live key answers 200 with an empty body and is listed."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(4711)
         code, _, body = await h.request(
             "POST", f"/2/score?sessionkey={key.decode()}", b"1500"
@@ -166,7 +194,7 @@ class ScoreTests(TestCase):
 
     async def test_post_surrounding_whitespace(self) -> None:
         """A score body may carry a trailing newline or CRLF and spaces."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         self.assertEqual(await h.post(1, key, b"10\n"), 200)
         self.assertEqual(await h.post(1, key, b" 20\r\n"), 200)
@@ -175,7 +203,7 @@ class ScoreTests(TestCase):
 
     async def test_post_missing_key(self) -> None:
         """A post without a session key answers 401 and records nothing."""
-        h = Harness()
+        h = self.harness()
         code, _, _ = await h.request("POST", "/2/score", b"1500")
         self.assertEqual(code, 401)
         code, _, _ = await h.request("POST", "/2/score?sessionkey=", b"1500")
@@ -184,7 +212,7 @@ class ScoreTests(TestCase):
 
     async def test_post_unknown_key(self) -> None:
         """A forged key answers 401 and records nothing."""
-        h = Harness()
+        h = self.harness()
         await h.login(1)
         for key in ("UICSNDK", "A" * 22, "%00", "x" * 5000):
             self.assertEqual(await h.post(2, key, b"1500"), 401)
@@ -192,7 +220,7 @@ class ScoreTests(TestCase):
 
     async def test_post_expired_key(self) -> None:
         """A key older than 600 s answers 401 and records nothing."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         h.clock.advance(599.9)
         self.assertEqual(await h.post(2, key, b"10"), 200)
@@ -202,7 +230,7 @@ class ScoreTests(TestCase):
 
     async def test_post_revoked_key(self) -> None:
         """In stored mode a re-login revokes the old key: 401."""
-        h = Harness()
+        h = self.harness()
         old = await h.login(1)
         new = await h.login(1)
         self.assertEqual(await h.post(2, old, b"10"), 401)
@@ -210,7 +238,7 @@ class ScoreTests(TestCase):
 
     async def test_post_signed_keys(self) -> None:
         """In signed mode both keys of a user stay valid; a forged one is 401."""
-        h = Harness(signed=True)
+        h = self.harness(signed=True)
         old = await h.login(1)
         new = await h.login(1)
         self.assertEqual(await h.post(2, old, b"10"), 200)
@@ -221,7 +249,7 @@ class ScoreTests(TestCase):
 
     async def test_post_invalid_score(self) -> None:
         """An invalid score answers 400 and records nothing."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         for score in INVALID_SCORES:
             self.assertEqual(await h.post(2, key, score), 400, score)
@@ -229,14 +257,14 @@ class ScoreTests(TestCase):
 
     async def test_post_invalid_level(self) -> None:
         """An invalid level answers 400 and records nothing."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         for level in INVALID_IDS:
             self.assertEqual(await h.post(level, key, b"10"), 400, level)
 
     async def test_post_too_large(self) -> None:
         """A body over 1 KiB answers 413, records nothing, and serving goes on."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         self.assertEqual(await h.post(2, key, b"0" * 1021 + b"1500"), 413)
         self.assertEqual(await h.post(2, key, b"0" * 1022 + b"15"), 200)
@@ -244,12 +272,12 @@ class ScoreTests(TestCase):
 
     async def test_checks_input_before_key(self) -> None:
         """A bad score with a bad key is 400: input is checked before the key."""
-        h = Harness()
+        h = self.harness()
         self.assertEqual(await h.post(2, "nope", b"x"), 400)
 
     async def test_best_score_kept(self) -> None:
         """A lower later score changes nothing."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
         await h.post(2, key, b"100")
         await h.post(2, key, b"50")
@@ -257,25 +285,27 @@ class ScoreTests(TestCase):
 
     async def test_form_content_type_body(self) -> None:
         """A body sent as a form (curl -d) is still read as the score."""
-        h = Harness()
+        h = self.harness()
         key = await h.login(1)
-        response = await h.treq.post(
-            f"{BASE}/2/score?sessionkey={key.decode()}",
-            data=b"77",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        response = await h.settle(
+            h.treq.post(
+                f"{BASE}/2/score?sessionkey={key.decode()}",
+                data=b"77",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
         )
         self.assertEqual(response.code, 200)
         self.assertEqual(await h.list(2), b"1=77")
 
 
-class HighScoreListTests(TestCase):
+class HighScoreListTests(ScoresTestCase):
     """
     C{GET /<levelid>/highscorelist}.
     """
 
     async def test_seed_example(self) -> None:
         """The seed's example session reads 4711=1500,131=1220."""
-        h = Harness()
+        h = self.harness()
         await h.post(2, await h.login(4711), b"1500")
         await h.post(2, await h.login(131), b"1220")
         code, headers, body = await h.request("GET", "/2/highscorelist")
@@ -286,13 +316,13 @@ class HighScoreListTests(TestCase):
 
     async def test_empty(self) -> None:
         """A level with no scores answers 200 with an empty body."""
-        h = Harness()
+        h = self.harness()
         code, _, body = await h.request("GET", "/99/highscorelist")
         self.assertEqual((code, body), (200, b""))
 
     async def test_fifteen_entries_ties_first(self) -> None:
         """At most 15 entries, and ties go to whoever reached the score first."""
-        h = Harness()
+        h = self.harness()
         for user in range(20):
             await h.post(3, await h.login(user), b"%d" % (100 if user % 2 else user))
         entries = (await h.list(3)).split(b",")
@@ -301,7 +331,7 @@ class HighScoreListTests(TestCase):
 
     async def test_invalid_level(self) -> None:
         """A malformed level id answers 400, not 404."""
-        h = Harness()
+        h = self.harness()
         for level in INVALID_IDS:
             code, _, _ = await h.request("GET", f"/{level}/highscorelist")
             self.assertEqual(code, 400, level)
@@ -437,3 +467,56 @@ class AsyncBackendTests(TestCase):
         response = await stub.get(BASE + "/1/login")
         self.assertEqual(response.code, 503)
         self.flushLoggedErrors(OSError)
+
+
+class RedisScoresTestCase(ScoresTestCase):
+    """
+    The same contract tests over L{gameserver.redis_scores.RedisScores} on a
+    private C{redis-server}.
+    """
+
+    skip = SKIP_REASON
+    timeout = 30
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.redis = started_redis(self)
+        self.connection = await connected(self, self.redis.url)
+
+    def harness(self, signed: bool = False, ttl: float = 600.0) -> Harness:
+        h = Harness(signed)
+        sessions = h.scores.sessions
+        h.scores = RedisScores(  # type: ignore[assignment]
+            self.connection,
+            ttl,
+            sessions if isinstance(sessions, SignedSessions) else None,
+        )
+        h.treq = StubTreq(GameRoot(h.scores, relay=_Echo()))
+        return h
+
+
+class RedisLoginTests(RedisScoresTestCase, LoginTests):
+    """
+    L{LoginTests} on Redis.
+    """
+
+
+class RedisScoreTests(RedisScoresTestCase, ScoreTests):
+    """
+    L{ScoreTests} on Redis.
+    """
+
+    async def test_post_expired_key(self) -> None:
+        """A key older than the TTL answers 401 and records nothing (Redis expiry)."""
+        h = self.harness(ttl=0.3)
+        key = await h.login(1)
+        self.assertEqual(await h.post(2, key, b"10"), 200)
+        await deferLater(reactor, 0.4, lambda: None)
+        self.assertEqual(await h.post(2, key, b"20"), 401)
+        self.assertEqual(await h.list(2), b"1=10")
+        self.assertEqual(self.redis.keys(), [b"gs:{lvl:2}"])
+
+
+class RedisHighScoreListTests(RedisScoresTestCase, HighScoreListTests):
+    """
+    L{HighScoreListTests} on Redis.
+    """
