@@ -412,7 +412,7 @@ class RedisConnection:
             if not self._starting():
                 return self._unavailable()
             connection = self._handler  # waits for the first connection
-        return self._bounded(connection.eval, script.source, list(keys), list(args))
+        return self._bounded(_run_script, connection, script, list(keys), list(args))
 
     def stop(self) -> "Deferred[None]":
         """
@@ -539,3 +539,22 @@ class RedisConnection:
             self.command("PING").addErrback(lambda _: None)
         else:
             self._note(False)
+
+
+def _run_script(
+    connection: Any, script: Script, keys: list[Key], args: list[Arg]
+) -> "Deferred[Any]":
+    """
+    EVALSHA with the script's precomputed hash once this connection has run
+    it (txredisapi's C{eval} hashes the whole source on every call), EVAL
+    again if Redis forgot it.
+    """
+    if script.sha not in getattr(connection, "script_hashes", ()):
+        return connection.eval(script.source, keys, args)  # type: ignore[no-any-return]
+
+    def forgotten(reason: Failure) -> Any:
+        reason.trap(txredisapi.ScriptDoesNotExist)
+        return connection.eval(script.source, keys, args)
+
+    d: Deferred[Any] = connection.evalsha(script.sha, keys, args)
+    return d.addErrback(forgotten)
