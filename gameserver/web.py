@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from gameserver import uint31
 from gameserver.metrics import Histogram
-from gameserver.scores import Outcome, ScoresBackend
+from gameserver.scores import CapacityError, Outcome, ScoresBackend
 
 T = TypeVar("T")
 
@@ -160,6 +160,18 @@ class Action(Resource):
                 request.finish()
 
         def failed(reason: Failure) -> None:
+            if reason.check(CapacityError):
+                # A bound the operator set, not a failure: nothing logged.
+                if not lost:
+                    request.setHeader(b"retry-after", b"60")
+                    error(
+                        request,
+                        503,
+                        "Service Unavailable",
+                        f"The server holds {reason.value}, its limit; "
+                        "try again later.",
+                    )
+                return
             self.log.failure("store failed", failure=reason, path=request.path)
             if not lost:
                 error(request, 503, "Service Unavailable", "Try again later.")
