@@ -84,7 +84,7 @@ class SlowClientTests(TestCase):
 
         def stop_dripping() -> None:
             if dripping.running:
-                stop_dripping()
+                dripping.stop()
 
         self.addCleanup(stop_dripping)
 
