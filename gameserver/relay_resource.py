@@ -9,11 +9,14 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 
-from gameserver.relay import Errors, Relay, Reply
+from gameserver.relay import Errors, Register, Relay, Reply
 from gameserver.relay_wire import format_reply, parse_request
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
+# Characters of a player name (and of a wanted partner's name): a player
+# holds both for as long as it is registered.
+DEFAULT_MAX_NAME: Final = 256
 
 
 class _Exchange(Protocol):
@@ -47,8 +50,9 @@ class RelayResource(Resource):
     C{POST} takes a request body C{<symbol>,<data>,<key>,<player>,<counter>}
     of at most C{max_body} bytes and answers C{200} with C{0/<code>/<payload>}
     on success, C{400} with an error body, or C{413} with C{20/*/*} for an
-    over-long body.  C{GET} answers how many seconds the last C{POST} took,
-    for the seed's stress client.  Every body is C{text/plain}; every other
+    over-long body or a player name over C{max_name} characters.  C{GET}
+    answers how many seconds the last C{POST} took, for the seed's stress
+    client.  Every body is C{text/plain}; every other
     method gets C{405} with an C{Allow} header.
     """
 
@@ -56,10 +60,13 @@ class RelayResource(Resource):
     allowedMethods = ALLOWED
     _log = Logger()
 
-    def __init__(self, relay: Relay, max_body: int = 16384) -> None:
+    def __init__(
+        self, relay: Relay, max_body: int = 16384, max_name: int = DEFAULT_MAX_NAME
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._relay = relay
         self._max_body = max_body
+        self._max_name = max_name
 
     def render(self, request: _Exchange) -> bytes:
         """
@@ -101,6 +108,11 @@ class RelayResource(Resource):
             parsed = parse_request(body)
             if isinstance(parsed, Reply):
                 reply = parsed
+            elif isinstance(parsed, Register) and (
+                len(parsed.name) > self._max_name
+                or len(parsed.wanted or "") > self._max_name
+            ):
+                reply = Errors.TOO_LONG
             else:
                 try:
                     reply = self._relay.handle(parsed)

@@ -39,7 +39,7 @@ from gameserver.ratelimit import (
     parse_networks,
 )
 from gameserver.relay import Relay, RelayConfig
-from gameserver.relay_resource import RelayResource
+from gameserver.relay_resource import DEFAULT_MAX_NAME, RelayResource
 from gameserver.scores import MemoryScores, ScoresBackend
 from gameserver.sessions import (
     DEFAULT_TTL,
@@ -194,6 +194,14 @@ class Options(usage.Options):
             None,
             DEFAULT_RELAY_MAX_BODY,
             "Largest relay request body in bytes; larger ones get 413 (20/*/*).",
+            _positive_int,
+        ],
+        [
+            "relay-max-name",
+            None,
+            DEFAULT_MAX_NAME,
+            "Longest relay player name (and wanted partner name) in characters; "
+            "a longer one gets 413 (20/*/*) at registration.",
             _positive_int,
         ],
         [
@@ -531,7 +539,8 @@ def make_site(
         )
     relay = Relay(reactor, relay_config(config))
     max_body = config["relay-max-body"]
-    relay_resource = RelayResource(relay, max_body=max_body)
+    max_name = config.get("relay-max-name", DEFAULT_MAX_NAME)
+    relay_resource = RelayResource(relay, max_body=max_body, max_name=max_name)
     relay_resource.metrics_route = "relay"  # type: ignore[attr-defined]
     metrics = Metrics() if config.get("metrics-port") else None
     health = Health(scores, lambda: site.draining)

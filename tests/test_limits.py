@@ -189,3 +189,21 @@ class CapacityTests(SiteCase):
         self.addCleanup(scores.stop)
         scores.login(1)
         self.failureResultOf(scores.login(2), CapacityError)
+
+
+class RelayNameTests(SiteCase):
+    """
+    --relay-max-name bounds what a registered relay player holds.
+    """
+
+    def test_long_name_refused(self) -> None:
+        """A name or wanted name over the limit gets 413 with 20/*/*; one at the
+        limit registers."""
+        site = self.site("--relay-max-name", "8")
+        self.assertEqual(site.post(b"/relay", b"0,abcdefgh,*,*,*")[0], 200)
+        self.assertEqual(
+            site.post(b"/relay", b"0,abcdefghi,*,*,*")[:3:2], (413, b"20/*/*")
+        )
+        self.assertEqual(
+            site.post(b"/relay", b"0,a,*,abcdefghi,*")[:3:2], (413, b"20/*/*")
+        )
