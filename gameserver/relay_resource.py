@@ -14,8 +14,8 @@ from gameserver.relay_wire import format_reply, parse_request
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
-# Characters of a player name (and of a wanted partner's name): a player
-# holds both for as long as it is registered.
+# The server's default bound on the characters of a player name (and of a
+# wanted partner's name): a player holds both while it is registered.
 DEFAULT_MAX_NAME: Final = 256
 
 
@@ -50,7 +50,8 @@ class RelayResource(Resource):
     C{POST} takes a request body C{<symbol>,<data>,<key>,<player>,<counter>}
     of at most C{max_body} bytes and answers C{200} with C{0/<code>/<payload>}
     on success, C{400} with an error body, or C{413} with C{20/*/*} for an
-    over-long body or a player name over C{max_name} characters.  C{GET}
+    over-long body or (if C{max_name} is given) a player name over
+    C{max_name} characters.  C{GET}
     answers how many seconds the last C{POST} took, for the seed's stress
     client.  Every body is C{text/plain}; every other
     method gets C{405} with an C{Allow} header.
@@ -61,7 +62,7 @@ class RelayResource(Resource):
     _log = Logger()
 
     def __init__(
-        self, relay: Relay, max_body: int = 16384, max_name: int = DEFAULT_MAX_NAME
+        self, relay: Relay, max_body: int = 16384, max_name: int | None = None
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._relay = relay
@@ -108,9 +109,13 @@ class RelayResource(Resource):
             parsed = parse_request(body)
             if isinstance(parsed, Reply):
                 reply = parsed
-            elif isinstance(parsed, Register) and (
-                len(parsed.name) > self._max_name
-                or len(parsed.wanted or "") > self._max_name
+            elif (
+                isinstance(parsed, Register)
+                and self._max_name is not None
+                and (
+                    len(parsed.name) > self._max_name
+                    or len(parsed.wanted or "") > self._max_name
+                )
             ):
                 reply = Errors.TOO_LONG
             else:
