@@ -609,6 +609,14 @@ def _add_state_metrics(
         "Connections refused at --max-connections.",
         lambda: site.connections_refused,
     )
+    limits = site.limits
+    if limits is not None:
+        limiters = list(limits.limiters.values())
+        metrics.add_gauge(
+            "rate_limit_clients",
+            "Client buckets held by the rate limits (all kinds).",
+            lambda: sum(len(limiter) for limiter in limiters),
+        )
     metrics.add_counter(
         "rate_limited_requests",
         "Requests refused with 429 by a --rate-limit.",
