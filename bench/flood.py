@@ -9,6 +9,8 @@ gauges (C{--metrics-port}) before and after.
 
 - C{logins}: N logins of distinct users (default a million), then 10% more
   past C{--max-sessions} (default 1,000,000): those get 503.
+- C{levels}: 15 users post to each of 100,000 levels (full lists), then to
+  10% more levels past C{--max-levels} (default 100,000): those get 503.
 - C{relay}: N relay registrations with distinct names (12 characters, and
   again with names of C{--relay-max-name} characters, the worst case); past
   C{--relay-max-players} (50,000) they get C{11/*/*}.
@@ -16,7 +18,8 @@ gauges (C{--metrics-port}) before and after.
   C{X-Forwarded-For} by a trusted proxy: the rate-limit table stays under
   its 100,000 clients per kind.
 
-    python bench/flood.py [--count 1000000] [--cases logins,relay,buckets]
+    python bench/flood.py [--count 1000000] [--levels 100000]
+        [--cases logins,levels,relay,buckets]
 """
 
 import argparse
@@ -207,6 +210,61 @@ def case_logins(count: int) -> None:
         server.stop()
 
 
+def login(port: int, user: int) -> bytes:
+    """
+    A session key for C{user}.
+    """
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /%d/login HTTP/1.1\r\nConnection: close\r\n\r\n" % user)
+        response = b""
+        while data := s.recv(4096):
+            response += data
+    return response.split(b"\r\n\r\n", 1)[1]
+
+
+def case_levels(levels: int) -> None:
+    print(
+        "levels: 15 users post to every one of LEVELS levels (full lists), then to "
+        "10% more levels past --max-levels (default 100000)"
+    )
+    server = Server()
+    try:
+        warm(server, b"GET /1/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n")
+        keys = [login(server.port, user) for user in range(15)]
+        before = server.rss()
+
+        def posts(first: int, last: int) -> Iterator[bytes]:
+            for level in range(first, last):
+                for user, key in enumerate(keys):
+                    body = b"%d" % (1000 + user)
+                    yield (
+                        b"POST /%d/score?sessionkey=%s HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (level, key, len(body), body)
+                    )
+
+        codes, seconds = flood(server.port, posts(0, levels))
+        after = server.rss()
+        held = server.gauge("levels")
+        per = report(f"{levels} full levels", before, after, held, codes, seconds)
+        codes, seconds = flood(server.port, posts(levels, levels + levels // 10))
+        final = server.rss()
+        report(
+            "10% more levels past the cap",
+            after,
+            final,
+            server.gauge("levels"),
+            codes,
+            seconds,
+        )
+        print(
+            f"    bound: --max-levels x {per:.0f} bytes = "
+            f"{100_000 * per / 2**20:.0f} MiB over the baseline",
+            flush=True,
+        )
+    finally:
+        server.stop()
+
+
 def case_relay(count: int, name_size: int) -> None:
     print(
         f"relay: registrations with distinct {name_size}-character names "
@@ -276,7 +334,8 @@ def case_buckets(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000)
-    parser.add_argument("--cases", default="logins,relay,buckets")
+    parser.add_argument("--levels", type=int, default=100_000)
+    parser.add_argument("--cases", default="logins,levels,relay,buckets")
     args = parser.parse_args()
 
     def relay() -> None:
@@ -287,6 +346,7 @@ def main() -> None:
         "logins": lambda: case_logins(args.count),
         "relay": relay,
         "buckets": lambda: case_buckets(args.count),
+        "levels": lambda: case_levels(args.levels),
     }
     for name in args.cases.split(","):
         cases[name]()
