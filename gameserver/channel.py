@@ -321,6 +321,9 @@ class HTTPChannel(Protocol):
         self._closing = False
         self._paused = False
         self._last_activity = 0.0
+        # The transport's write buffer is full: neither read nor answer.
+        self._write_paused = False
+        self._producing = False
         self._idle_timer: IDelayedCall | None = None
         # When the part of a request being read (headers, then body) began;
         # None between requests.
@@ -363,6 +366,12 @@ class HTTPChannel(Protocol):
         self._last_activity = clock.seconds()
         self._idle_timer = clock.callLater(self._timer_delay(), self._check_idle)
         factory.channels.add(self)
+        # As the transport's producer, the channel hears when the client
+        # stops reading its responses (the write buffer passes 64 KiB), and
+        # stops reading and answering requests until it drains: a client that
+        # pipelines without reading cannot make the server buffer without end.
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         if self.factory.draining:
             self.drain()
 
@@ -375,7 +384,7 @@ class HTTPChannel(Protocol):
         self._draining = True
         if self._current is None and not self._queue and self._request is None:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._lose()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.channel_lost(self)
@@ -430,7 +439,7 @@ class HTTPChannel(Protocol):
         timeout = factory.idle_timeout
         if idle >= timeout and self._current is None and not self._queue:
             self._idle_timer = None
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._lose()
             return
         delay = min(timeout - idle, factory.header_timeout)
         if reading_since is not None:
@@ -547,7 +556,7 @@ class HTTPChannel(Protocol):
             return  # a request finished inside render; the loop below goes on
         self._processing = True
         try:
-            while self._current is None and self._queue:
+            while self._current is None and self._queue and not self._write_paused:
                 request = self._current = self._queue.popleft()
                 if request.refused:
                     request.finish()
@@ -557,7 +566,39 @@ class HTTPChannel(Protocol):
             self._processing = False
         if self._paused and not self._queue:
             self._paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if not self._write_paused:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # -- the transport's producer: its write buffer filled or drained --
+
+    def pauseProducing(self) -> None:
+        if not self._write_paused:
+            self._write_paused = True
+            if not self._paused:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        if self._write_paused:
+            self._write_paused = False
+            if not self._paused and not self._closing:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._process()
+
+    def stopProducing(self) -> None:
+        pass  # the connection is going: connectionLost cleans up
+
+    def _lose(self) -> None:
+        """
+        Close once what is written has been sent.
+        """
+        self._unregister()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _unregister(self) -> None:
+        # A transport with a producer registered never finishes closing.
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
 
     def _render(self, request: Request) -> None:
         cors = self.factory.cors
@@ -698,6 +739,7 @@ class HTTPChannel(Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._unregister()
         transport: Any = self.transport
         if self._broken and hasattr(transport, "loseWriteConnection"):
             # The client may still be sending what we refused: half-close so

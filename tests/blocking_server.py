@@ -60,6 +60,15 @@ class BlockingServer:
         with open(self._log.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def rss(self) -> int:
+        """
+        The server's resident set size in bytes.
+        """
+        with open(f"/proc/{self._process.pid}/status") as f:
+            match = re.search(r"VmRSS:\s+(\d+) kB", f.read())
+        assert match is not None
+        return int(match.group(1)) * 1024
+
     def exchange(self, chunks: Sequence[bytes], timeout: float = 10.0) -> bytes:
         """
         Send C{chunks} on a new connection, half-close it, and return all

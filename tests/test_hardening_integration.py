@@ -3,6 +3,9 @@ The hardening limits of the real C{twistd -n gameserver} on 127.0.0.1: rate
 limits with a tiny limit, and --max-connections.
 """
 
+import socket
+import threading
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -10,6 +13,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from tests.blocking_server import BlockingServer
 from tests.support import (
     LOCALHOST,
     ServerProcess,
@@ -103,3 +107,50 @@ class MaxConnectionsTests(RealServerTestCase):
             transport = collector.transport
             transport.loseConnection()
             await collector.closed
+
+
+class NonReadingClientTests(TestCase):
+    """
+    A client that pipelines requests without reading the answers.
+    """
+
+    def test_memory_bounded(self) -> None:
+        """The server stops reading a client that does not read: its memory stays
+        flat while the client pushes for 3 s, and every request it took is
+        answered once the client reads."""
+        server = BlockingServer()
+        self.addCleanup(server.close)
+        request = b"GET /1/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n"
+        before = server.rss()
+        with socket.create_connection((LOCALHOST, server.port)) as s:
+            s.setblocking(False)
+            pending = memoryview(request * 1000)
+            sent = 0
+            started = time.monotonic()
+            while time.monotonic() - started < 3:
+                try:
+                    n = s.send(pending)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                sent += n
+                pending = pending[n:] or memoryview(request * 1000)
+            grown = server.rss() - before
+            # Read every answer while finishing the last request.
+            s.setblocking(True)
+            s.settimeout(30)
+            chunks: list[bytes] = []
+
+            def read() -> None:
+                while data := s.recv(1 << 20):
+                    chunks.append(data)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            s.sendall(pending[: len(pending) % len(request)])
+            s.sendall(b"GET /1/highscorelist HTTP/1.1\r\nConnection: close\r\n\r\n")
+            reader.join(60)
+            received = b"".join(chunks)
+        self.assertLess(grown, 20 * 2**20)
+        answered = received.count(b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(answered, -(-sent // len(request)) + 1)

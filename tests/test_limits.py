@@ -207,3 +207,33 @@ class RelayNameTests(SiteCase):
         self.assertEqual(
             site.post(b"/relay", b"0,a,*,abcdefghi,*")[:3:2], (413, b"20/*/*")
         )
+
+
+class BackpressureTests(SiteCase):
+    """
+    A client that does not read its responses stops being read and answered.
+    """
+
+    def test_paused_while_write_buffer_full(self) -> None:
+        """While the transport's write buffer is full, nothing is read or answered;
+        once it drains, every request is answered in order."""
+        site = self.site()
+        channel, transport = site.connect()
+        self.assertIs(transport.producer, channel)
+        channel.pauseProducing()  # what the transport does past 64 KiB
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(LIST * 3)
+        self.assertEqual(transport.value(), b"")
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual([r[0] for r in split_responses(transport.value())], [200] * 3)
+
+    def test_close_unregisters(self) -> None:
+        """Closing the connection unregisters the channel, so the close completes."""
+        site = self.site()
+        channel, transport = site.connect()
+        channel.dataReceived(
+            LIST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        )
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.disconnecting)
