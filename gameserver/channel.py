@@ -323,6 +323,7 @@ class HTTPChannel(Protocol):
         self._last_activity = 0.0
         # The transport's write buffer is full: neither read nor answer.
         self._write_paused = False
+        self._write_paused_at = 0.0
         self._producing = False
         self._idle_timer: IDelayedCall | None = None
         # When the part of a request being read (headers, then body) began;
@@ -437,6 +438,11 @@ class HTTPChannel(Protocol):
             return
         idle = now - self._last_activity
         timeout = factory.idle_timeout
+        if self._write_paused and now - self._write_paused_at >= timeout:
+            # It has read none of its responses for a whole idle timeout.
+            self._idle_timer = None
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
         if idle >= timeout and self._current is None and not self._queue:
             self._idle_timer = None
             self._lose()
@@ -574,6 +580,7 @@ class HTTPChannel(Protocol):
     def pauseProducing(self) -> None:
         if not self._write_paused:
             self._write_paused = True
+            self._write_paused_at = self.factory.clock.seconds()
             if not self._paused:
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
@@ -589,10 +596,16 @@ class HTTPChannel(Protocol):
 
     def _lose(self) -> None:
         """
-        Close once what is written has been sent.
+        Close once what is written has been sent, or cut the connection if
+        the client does not take it within L{LINGER_SECONDS}.
         """
         self._unregister()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.loseConnection()
+        if self._linger is None and getattr(transport, "connected", False):
+            self._linger = self.factory.clock.callLater(
+                LINGER_SECONDS, transport.abortConnection
+            )
 
     def _unregister(self) -> None:
         # A transport with a producer registered never finishes closing.

@@ -228,6 +228,29 @@ class BackpressureTests(SiteCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual([r[0] for r in split_responses(transport.value())], [200] * 3)
 
+    def test_stalled_reader_cut(self) -> None:
+        """A client that reads none of its responses for the idle timeout is cut,
+        even with requests still queued."""
+        site = self.site()
+        channel, transport = site.connect()
+        channel.pauseProducing()
+        channel.dataReceived(LIST * 2)
+        site.clock.advance(59)
+        self.assertFalse(transport.disconnecting)
+        site.clock.advance(2)
+        self.assertTrue(transport.disconnected)
+
+    def test_idle_close_lingers_then_cuts(self) -> None:
+        """An idle connection whose last responses are not taken is cut shortly
+        after it is closed."""
+        site = self.site()
+        _, transport = site.connect()
+        site.clock.advance(60)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        site.clock.advance(2)
+        self.assertTrue(transport.disconnected)
+
     def test_close_unregisters(self) -> None:
         """Closing the connection unregisters the channel, so the close completes."""
         site = self.site()
