@@ -27,6 +27,7 @@
 #   GAMESERVER_RATE_LIMIT_EXEMPT  addresses/networks never limited [127.0.0.0/8,::1]
 #   GAMESERVER_TRUST_PROXY    proxies whose X-Forwarded-For is believed [none]
 #   GAMESERVER_MAX_CONNECTIONS  open connections; past it 503     [10000]
+#   GAMESERVER_MAX_CLIENT_CONNECTIONS  connections of one client, 0: none [256]
 #   GAMESERVER_HEADER_TIMEOUT   seconds for headers (and body)    [10]
 #   GAMESERVER_MAX_SESSIONS     live stored sessions, 0: no bound [1000000]
 #   GAMESERVER_MAX_LEVELS       levels with scores, 0: no bound   [100000]

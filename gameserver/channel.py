@@ -47,6 +47,8 @@ IDLE_TIMEOUT = 60.0
 # Seconds a request's headers (and then its body) may take to arrive.
 HEADER_TIMEOUT = 10.0
 MAX_CONNECTIONS = 10_000
+# Open connections of one client address (IPv6: one /64).
+MAX_CLIENT_CONNECTIONS = 256
 # Parsed requests waiting behind a slow one before reading pauses.
 MAX_PIPELINE = 32
 # How long a refused connection may go on sending before it is cut: long
@@ -333,6 +335,8 @@ class HTTPChannel(Protocol):
         # _via_proxy when a trusted proxy names the client per request.
         self._client: str | None = None
         self._via_proxy = False
+        # The key this connection is counted under per client, if it is.
+        self._counted: str | None = None
         self._linger: IDelayedCall | None = None
         self._socket: socket.socket | None = None
         # Shutting down: answer what has arrived, then close.
@@ -355,14 +359,20 @@ class HTTPChannel(Protocol):
             with suppress(OSError):  # not TCP (a UNIX socket): nothing to delay
                 set_no_delay(True)
         factory = self.factory
-        if len(factory.channels) >= factory.max_connections:
+        if factory.limits is not None:
+            self._classify_client(factory.limits)
+        if len(factory.channels) >= factory.max_connections or (
+            self._client is not None
+            and not self._via_proxy
+            and not factory.count_client(self._client)
+        ):
             factory.refused_connection()
             self._closing = True
             self._send(_TOO_MANY_CONNECTIONS)
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        if factory.limits is not None:
-            self._classify_client(factory.limits)
+        if self._client is not None and not self._via_proxy:
+            self._counted = self._client
         clock = factory.clock
         self._last_activity = clock.seconds()
         self._idle_timer = clock.callLater(self._timer_delay(), self._check_idle)
@@ -389,6 +399,9 @@ class HTTPChannel(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.channel_lost(self)
+        if self._counted is not None:
+            self.factory.uncount_client(self._counted)
+            self._counted = None
         for timer in (self._idle_timer, self._linger):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -851,6 +864,7 @@ class GameHTTPFactory(Factory[HTTPChannel]):
         header_timeout: float = HEADER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         limits: ClientLimits | None = None,
+        max_client_connections: int = MAX_CLIENT_CONNECTIONS,
     ) -> None:
         self.resource = resource
         self.clock = clock
@@ -865,6 +879,10 @@ class GameHTTPFactory(Factory[HTTPChannel]):
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self.limits = limits
+        # Open connections per client key (exempt clients and trusted proxies
+        # are not counted); 0 is no bound.  At most one entry per connection.
+        self.max_client_connections = max_client_connections
+        self._client_connections: dict[str, int] = {}
         # Counted for the metrics: connections refused at the cap, and
         # requests refused by a rate limit, by route.
         self.connections_refused = 0
@@ -923,6 +941,27 @@ class GameHTTPFactory(Factory[HTTPChannel]):
                 "{connections} connections open: refusing new ones",
                 connections=len(self.channels),
             )
+
+    def count_client(self, client: str) -> bool:
+        """
+        Count a new connection of C{client}; L{False} (not counted) if it
+        already has C{max_client_connections}.
+        """
+        count = self._client_connections.get(client, 0)
+        if self.max_client_connections and count >= self.max_client_connections:
+            return False
+        self._client_connections[client] = count + 1
+        return True
+
+    def uncount_client(self, client: str) -> None:
+        """
+        A connection of C{client} closed.
+        """
+        count = self._client_connections[client] - 1
+        if count:
+            self._client_connections[client] = count
+        else:
+            del self._client_connections[client]
 
     def rate_limited(self, route: str) -> None:
         """

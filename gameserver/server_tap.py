@@ -23,6 +23,7 @@ from gameserver import __version__
 from gameserver.channel import (
     HEADER_TIMEOUT,
     MAX_BODY,
+    MAX_CLIENT_CONNECTIONS,
     MAX_CONNECTIONS,
     GameHTTPFactory,
 )
@@ -233,6 +234,15 @@ class Options(usage.Options):
             "Most open HTTP connections; past it a new connection is answered "
             "503 at once and closed.",
             _positive_int,
+        ],
+        [
+            "max-client-connections",
+            None,
+            MAX_CLIENT_CONNECTIONS,
+            "Most open HTTP connections of one client address (IPv6: one /64; "
+            "--rate-limit-exempt clients and --trust-proxy proxies are not "
+            "counted); past it: 503, closed. 0: no bound.",
+            _bound,
         ],
         [
             "header-timeout",
@@ -552,7 +562,7 @@ def make_site(
     )
     origins = config.get("cors-origin") or []
     limits = None
-    if any(config.get("limits", {}).values()):
+    if any(config.get("limits", {}).values()) or config.get("max-client-connections"):
         limits = ClientLimits(
             reactor,
             config["limits"],
@@ -571,6 +581,7 @@ def make_site(
         header_timeout=float(config.get("header-timeout", HEADER_TIMEOUT)),
         max_connections=config.get("max-connections", MAX_CONNECTIONS),
         limits=limits,
+        max_client_connections=config.get("max-client-connections", 0),
     )
     if metrics is not None:
         _add_state_metrics(metrics, scores, relay, site)

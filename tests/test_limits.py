@@ -105,6 +105,56 @@ class ConnectionLimitTests(SiteCase):
         self.assertEqual(site.site.connections_refused, 1)
 
 
+class ClientConnectionLimitTests(SiteCase):
+    """
+    --max-client-connections.
+    """
+
+    def test_per_client_cap(self) -> None:
+        """Past the cap one address gets 503 while others connect; a closed
+        connection frees its slot."""
+        site = self.site("--max-client-connections", "2")
+        first, _ = site.connect()
+        site.connect()
+        _, refused = site.connect()
+        self.assertTrue(refused.value().startswith(b"HTTP/1.1 503 "))
+        _, other = site.connect(peer="198.51.100.20")
+        self.assertEqual(other.value(), b"")
+        first.connectionLost()
+        _, again = site.connect()
+        self.assertEqual(again.value(), b"")
+        self.assertEqual(site.site.connections_refused, 1)
+
+    def test_exempt_and_proxies_not_counted(self) -> None:
+        """Loopback (exempt) and trusted proxies are not counted."""
+        site = self.site("--max-client-connections", "1", "--trust-proxy", "10.0.0.1")
+        for peer in ("127.0.0.1", "10.0.0.1"):
+            for _ in range(3):
+                _, transport = site.connect(peer=peer)
+                self.assertEqual(transport.value(), b"")
+
+    def test_ipv6_by_prefix(self) -> None:
+        """IPv6 clients of one /64 share the count."""
+        from twisted.internet.address import IPv6Address
+        from twisted.internet.testing import StringTransport
+
+        site = self.site("--max-client-connections", "1")
+        values = []
+        for host in ("2001:db8::1", "2001:db8::2", "2001:db8:0:1::1"):
+            transport = StringTransport(peerAddress=IPv6Address("TCP", host, 1))
+            site.site.buildProtocol(None).makeConnection(transport)
+            values.append(transport.value()[:12])
+        self.assertEqual(values, [b"", b"HTTP/1.1 503", b""])
+
+    def test_counts_released(self) -> None:
+        """Every closed connection is uncounted: the table empties."""
+        site = self.site("--max-client-connections", "5")
+        channels = [site.connect()[0] for _ in range(5)]
+        for channel in channels:
+            channel.connectionLost()
+        self.assertEqual(site.site._client_connections, {})
+
+
 class RequestLimitTests(SiteCase):
     """
     Header count and body size, confirmed at their defaults.
