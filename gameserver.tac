@@ -21,9 +21,19 @@
 #   GAMESERVER_RELAY_MAX_GAMES          relay games at once                 [25000]
 #   GAMESERVER_RELAY_MAX_CACHE          resend cache / queue bytes          [131072]
 #   GAMESERVER_RELAY_MAX_BODY           relay request body bytes            [16384]
+#   GAMESERVER_RELAY_MAX_NAME           relay player name characters        [256]
 #   GAMESERVER_METRICS_PORT   Prometheus metrics endpoint          [off]
 #   GAMESERVER_SHUTDOWN_TIMEOUT  seconds requests may finish on SIGTERM [10]
 #   GAMESERVER_CORS_ORIGIN    allowed browser origins, space- or comma-separated [none]
+#   GAMESERVER_RATE_LIMIT     per-client limits, e.g. login=5/s:burst=20,relay=off
+#                             [login=5/s:burst=20, score=20/s:burst=60, relay=50/s:burst=200]
+#   GAMESERVER_RATE_LIMIT_EXEMPT  addresses/networks never limited [127.0.0.0/8,::1]
+#   GAMESERVER_TRUST_PROXY    proxies whose X-Forwarded-For is believed [none]
+#   GAMESERVER_MAX_CONNECTIONS  open connections; past it 503     [10000]
+#   GAMESERVER_MAX_CLIENT_CONNECTIONS  connections of one client, 0: none [256]
+#   GAMESERVER_HEADER_TIMEOUT   seconds for headers (and body)    [10]
+#   GAMESERVER_MAX_SESSIONS     live stored sessions, 0: no bound [1000000]
+#   GAMESERVER_MAX_LEVELS       levels with scores, 0: no bound   [100000]
 #
 # Example: GAMESERVER_PORT=tcp:8080:interface=127.0.0.1 twistd -ny gameserver.tac
 

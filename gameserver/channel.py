@@ -34,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET
 from gameserver.cors import CorsPolicy
 from gameserver.direct_write import write_through
 from gameserver.metrics import Metrics
+from gameserver.ratelimit import ClientLimits, client_key, retry_after
 
 SERVER = b"gameserver"
 
@@ -43,6 +44,11 @@ MAX_HEADERS = 100
 MAX_HEADER_BYTES = 16 * 1024
 MAX_URL_BYTES = 8 * 1024
 IDLE_TIMEOUT = 60.0
+# Seconds a request's headers (and then its body) may take to arrive.
+HEADER_TIMEOUT = 10.0
+MAX_CONNECTIONS = 10_000
+# Open connections of one client address (IPv6: one /64).
+MAX_CLIENT_CONNECTIONS = 256
 # Parsed requests waiting behind a slow one before reading pauses.
 MAX_PIPELINE = 32
 # How long a refused connection may go on sending before it is cut: long
@@ -288,7 +294,14 @@ class HTTPChannel(Protocol):
     bytes C{414}, more than C{max_headers} headers or C{max_header_bytes} of
     them C{431}, a body over C{max_body} C{413} (as soon as it is announced or
     reached, and without C{100 Continue}); after any of these the connection
-    closes.  A connection idle for C{idle_timeout} seconds is closed.
+    closes.  A connection idle for C{idle_timeout} seconds is closed; one
+    whose request headers are not complete C{header_timeout} seconds after
+    the request's first byte (or whose body is not complete that long after
+    the headers) gets C{408} and is closed, however often bytes trickle in.
+
+    Past C{max_connections} open connections a new one gets C{503} at once
+    and is closed.  With C{limits}, logins, score posts and relay requests
+    over their client's rate get C{429} with C{Retry-After}.
     """
 
     log = Logger()
@@ -310,7 +323,20 @@ class HTTPChannel(Protocol):
         self._closing = False
         self._paused = False
         self._last_activity = 0.0
+        # The transport's write buffer is full: neither read nor answer.
+        self._write_paused = False
+        self._write_paused_at = 0.0
+        self._producing = False
         self._idle_timer: IDelayedCall | None = None
+        # When the part of a request being read (headers, then body) began;
+        # None between requests.
+        self._reading_since: float | None = None
+        # The rate-limit key of the client: None when exempt or unlimited;
+        # _via_proxy when a trusted proxy names the client per request.
+        self._client: str | None = None
+        self._via_proxy = False
+        # The key this connection is counted under per client, if it is.
+        self._counted: str | None = None
         self._linger: IDelayedCall | None = None
         self._socket: socket.socket | None = None
         # Shutting down: answer what has arrived, then close.
@@ -332,10 +358,31 @@ class HTTPChannel(Protocol):
         if set_no_delay is not None:
             with suppress(OSError):  # not TCP (a UNIX socket): nothing to delay
                 set_no_delay(True)
-        clock = self.factory.clock
+        factory = self.factory
+        if factory.limits is not None:
+            self._classify_client(factory.limits)
+        if len(factory.channels) >= factory.max_connections or (
+            self._client is not None
+            and not self._via_proxy
+            and not factory.count_client(self._client)
+        ):
+            factory.refused_connection()
+            self._closing = True
+            self._send(_TOO_MANY_CONNECTIONS)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        if self._client is not None and not self._via_proxy:
+            self._counted = self._client
+        clock = factory.clock
         self._last_activity = clock.seconds()
-        self._idle_timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
-        self.factory.channels.add(self)
+        self._idle_timer = clock.callLater(self._timer_delay(), self._check_idle)
+        factory.channels.add(self)
+        # As the transport's producer, the channel hears when the client
+        # stops reading its responses (the write buffer passes 64 KiB), and
+        # stops reading and answering requests until it drains: a client that
+        # pipelines without reading cannot make the server buffer without end.
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         if self.factory.draining:
             self.drain()
 
@@ -348,10 +395,13 @@ class HTTPChannel(Protocol):
         self._draining = True
         if self._current is None and not self._queue and self._request is None:
             self._closing = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._lose()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.channel_lost(self)
+        if self._counted is not None:
+            self.factory.uncount_client(self._counted)
+            self._counted = None
         for timer in (self._idle_timer, self._linger):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -362,19 +412,59 @@ class HTTPChannel(Protocol):
             if request is not None and not request.finished:
                 request.connectionLost(reason)
 
+    def _classify_client(self, limits: ClientLimits) -> None:
+        """
+        Find, once per connection, whose rate limits its requests count
+        against.
+        """
+        host = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        if not isinstance(host, str):
+            return  # a UNIX socket: whoever can reach it is local
+        if limits.is_trusted_proxy(host):
+            self._via_proxy = True
+            self._client = client_key(host)
+        elif not limits.is_exempt(host):
+            self._client = client_key(host)
+
+    def _timer_delay(self) -> float:
+        # The timer runs at least once per header timeout, so that a request
+        # begun just after it ran is cut no later than one timeout late.
+        factory = self.factory
+        return min(factory.idle_timeout, factory.header_timeout)
+
     def _check_idle(self) -> None:
-        # One timer per connection, re-armed lazily: dataReceived only notes
-        # the time, so a busy connection never touches the reactor's heap.
-        clock = self.factory.clock
-        idle = clock.seconds() - self._last_activity
-        timeout = self.factory.idle_timeout
+        # One timer per connection, re-armed lazily: dataReceived and the
+        # parser only note the time, so a busy connection never touches the
+        # reactor's heap.
+        factory = self.factory
+        clock = factory.clock
+        now = clock.seconds()
+        reading_since = self._reading_since
+        if (
+            reading_since is not None
+            and not self._broken
+            and now - reading_since >= factory.header_timeout
+        ):
+            self._idle_timer = None
+            self.log.debug("request read timeout", peer=self.transport.getPeer())  # type: ignore[union-attr]
+            self._refuse(408, b"Request not received in time.")
+            return
+        idle = now - self._last_activity
+        timeout = factory.idle_timeout
+        if self._write_paused and now - self._write_paused_at >= timeout:
+            # It has read none of its responses for a whole idle timeout.
+            self._idle_timer = None
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
         if idle >= timeout and self._current is None and not self._queue:
             self._idle_timer = None
-            self.transport.loseConnection()  # type: ignore[union-attr]
-        else:
-            self._idle_timer = clock.callLater(
-                max(timeout - idle, 1.0), self._check_idle
-            )
+            self._lose()
+            return
+        delay = min(timeout - idle, factory.header_timeout)
+        if reading_since is not None:
+            delay = min(delay, reading_since + factory.header_timeout - now)
+        floor = min(1.0, factory.header_timeout)
+        self._idle_timer = clock.callLater(max(delay, floor), self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
         self._last_activity = self.factory.clock.seconds()
@@ -393,6 +483,7 @@ class HTTPChannel(Protocol):
     def on_message_begin(self) -> None:
         self._request = request = Request(self)
         request.started = perf_counter()
+        self._reading_since = self._last_activity
         self._url = b""
         self._header_bytes = 0
         self._body_bytes = 0
@@ -429,6 +520,7 @@ class HTTPChannel(Protocol):
         request = self._request
         if self._broken or request is None:
             return
+        self._reading_since = self._last_activity
         parser = self._parser
         request.method = parser.get_method()
         version = parser.get_http_version()
@@ -465,6 +557,7 @@ class HTTPChannel(Protocol):
         if self._broken or request is None:
             return
         self._request = None
+        self._reading_since = None
         request.content.seek(0)
         self._queue.append(request)
         if not request.keep_alive:
@@ -482,7 +575,7 @@ class HTTPChannel(Protocol):
             return  # a request finished inside render; the loop below goes on
         self._processing = True
         try:
-            while self._current is None and self._queue:
+            while self._current is None and self._queue and not self._write_paused:
                 request = self._current = self._queue.popleft()
                 if request.refused:
                     request.finish()
@@ -492,7 +585,46 @@ class HTTPChannel(Protocol):
             self._processing = False
         if self._paused and not self._queue:
             self._paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if not self._write_paused:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # -- the transport's producer: its write buffer filled or drained --
+
+    def pauseProducing(self) -> None:
+        if not self._write_paused:
+            self._write_paused = True
+            self._write_paused_at = self.factory.clock.seconds()
+            if not self._paused:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        if self._write_paused:
+            self._write_paused = False
+            if not self._paused and not self._closing:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._process()
+
+    def stopProducing(self) -> None:
+        pass  # the connection is going: connectionLost cleans up
+
+    def _lose(self) -> None:
+        """
+        Close once what is written has been sent, or cut the connection if
+        the client does not take it within L{LINGER_SECONDS}.
+        """
+        self._unregister()
+        transport: Any = self.transport
+        transport.loseConnection()
+        if self._linger is None and getattr(transport, "connected", False):
+            self._linger = self.factory.clock.callLater(
+                LINGER_SECONDS, transport.abortConnection
+            )
+
+    def _unregister(self) -> None:
+        # A transport with a producer registered never finishes closing.
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
 
     def _render(self, request: Request) -> None:
         cors = self.factory.cors
@@ -503,7 +635,9 @@ class HTTPChannel(Protocol):
             cors.apply(request)
         try:
             resource = getChildForRequest(self.factory.resource, request)
-            request.route = getattr(resource, "metrics_route", "other")
+            request.route = route = getattr(resource, "metrics_route", "other")
+            if self._client is not None and self._over_limit(request, route):
+                return
             body = resource.render(request)
         except UnsupportedMethod as e:
             request.setResponseCode(405)
@@ -522,6 +656,35 @@ class HTTPChannel(Protocol):
             return
         request.write(body)
         request.finish()
+
+    def _over_limit(self, request: Request, route: str) -> bool:
+        """
+        Take a token for C{request} from its client's bucket for C{route};
+        if there is none, answer C{429} and return L{True}.
+        """
+        limits = self.factory.limits
+        assert limits is not None
+        limiter = limits.limiters.get(route)
+        if limiter is None:
+            return False
+        client = self._client
+        if self._via_proxy:
+            forwarded = limits.forwarded_client(request.getHeader(b"x-forwarded-for"))
+            if forwarded is not None:
+                if limits.is_exempt(forwarded):
+                    return False
+                client = client_key(forwarded)
+        assert client is not None
+        wait = limiter.take(client)
+        if not wait:
+            return False
+        self.factory.rate_limited(route)
+        request.setResponseCode(429)
+        request.setHeader(b"retry-after", retry_after(wait))
+        request.setHeader(b"cache-control", b"no-store")
+        request.write(b"Too many requests; retry later.\n")
+        request.finish()
+        return True
 
     def respond(self, request: Request) -> None:
         """
@@ -602,6 +765,7 @@ class HTTPChannel(Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._unregister()
         transport: Any = self.transport
         if self._broken and hasattr(transport, "loseWriteConnection"):
             # The client may still be sending what we refused: half-close so
@@ -612,6 +776,16 @@ class HTTPChannel(Protocol):
             )
         else:
             transport.loseConnection()
+
+
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: 29\r\n\r\n"
+    b"Too many connections; retry.\n"
+)
 
 
 def _set_target(request: Request, url: bytes) -> bool:
@@ -687,6 +861,10 @@ class GameHTTPFactory(Factory[HTTPChannel]):
         max_body: int = MAX_BODY,
         metrics: Metrics | None = None,
         cors: CorsPolicy | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        limits: ClientLimits | None = None,
+        max_client_connections: int = MAX_CLIENT_CONNECTIONS,
     ) -> None:
         self.resource = resource
         self.clock = clock
@@ -698,6 +876,18 @@ class GameHTTPFactory(Factory[HTTPChannel]):
         self._drained: Deferred[None] | None = None
         self._close_log_when_drained = False
         self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.limits = limits
+        # Open connections per client key (exempt clients and trusted proxies
+        # are not counted); 0 is no bound.  At most one entry per connection.
+        self.max_client_connections = max_client_connections
+        self._client_connections: dict[str, int] = {}
+        # Counted for the metrics: connections refused at the cap, and
+        # requests refused by a rate limit, by route.
+        self.connections_refused = 0
+        self.requests_limited: dict[str, int] = {}
+        self._cap_warned_at = -1e9
         self.max_body = max_body
         self.max_headers = MAX_HEADERS
         self.max_header_bytes = MAX_HEADER_BYTES
@@ -737,6 +927,47 @@ class GameHTTPFactory(Factory[HTTPChannel]):
             self._log_file.close()
             self._log_file = self._opener(self.access_log)
             self.log.info("reopened access log {path}", path=self.access_log)
+
+    def refused_connection(self) -> None:
+        """
+        A new connection was refused at C{max_connections}; warn at most
+        once a minute.
+        """
+        self.connections_refused += 1
+        now = self.clock.seconds()
+        if now - self._cap_warned_at >= 60:
+            self._cap_warned_at = now
+            self.log.warn(
+                "{connections} connections open: refusing new ones",
+                connections=len(self.channels),
+            )
+
+    def count_client(self, client: str) -> bool:
+        """
+        Count a new connection of C{client}; L{False} (not counted) if it
+        already has C{max_client_connections}.
+        """
+        count = self._client_connections.get(client, 0)
+        if self.max_client_connections and count >= self.max_client_connections:
+            return False
+        self._client_connections[client] = count + 1
+        return True
+
+    def uncount_client(self, client: str) -> None:
+        """
+        A connection of C{client} closed.
+        """
+        count = self._client_connections[client] - 1
+        if count:
+            self._client_connections[client] = count
+        else:
+            del self._client_connections[client]
+
+    def rate_limited(self, route: str) -> None:
+        """
+        A request on C{route} was refused by its rate limit.
+        """
+        self.requests_limited[route] = self.requests_limited.get(route, 0) + 1
 
     def channel_lost(self, channel: HTTPChannel) -> None:
         """

@@ -93,6 +93,12 @@ class Leaderboards:
         """
         return len(self._boards)
 
+    def __contains__(self, level: int) -> bool:
+        """
+        Whether C{level} has a list (somebody posted a score to it).
+        """
+        return level in self._boards
+
     def record(
         self, level: int, user: int, score: int, order: int | None = None
     ) -> bool:

@@ -12,12 +12,15 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gameserver.relay import Errors, Reply, Request
+from gameserver.relay import Errors, Register, Reply, Request
 from gameserver.relay_wire import format_reply, parse_request
 from gameserver.scores import RETRY_AFTER, StoreError
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
+# The server's default bound on the characters of a player name (and of a
+# wanted partner's name): a player holds both while it is registered.
+DEFAULT_MAX_NAME: Final = 256
 
 
 class _Exchange(Protocol):
@@ -68,8 +71,10 @@ class RelayResource(Resource):
     C{POST} takes a request body C{<symbol>,<data>,<key>,<player>,<counter>}
     of at most C{max_body} bytes and answers C{200} with C{0/<code>/<payload>}
     on success, C{400} with an error body, or C{413} with C{20/*/*} for an
-    over-long body.  C{GET} answers how many seconds the last C{POST} took,
-    for the seed's stress client.  Every body is C{text/plain}; every other
+    over-long body or (if C{max_name} is given) a player name over
+    C{max_name} characters.  C{GET}
+    answers how many seconds the last C{POST} took, for the seed's stress
+    client.  Every body is C{text/plain}; every other
     method gets C{405} with an C{Allow} header.
 
     A relay whose C{handle} answers a L{Deferred} is answered when it fires;
@@ -80,10 +85,13 @@ class RelayResource(Resource):
     allowedMethods = ALLOWED
     _log = Logger()
 
-    def __init__(self, relay: RelayBackend, max_body: int = 16384) -> None:
+    def __init__(
+        self, relay: RelayBackend, max_body: int = 16384, max_name: int | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._relay = relay
         self._max_body = max_body
+        self._max_name = max_name
 
     def render(self, request: _Exchange) -> bytes | int:
         """
@@ -126,6 +134,15 @@ class RelayResource(Resource):
             parsed = parse_request(body)
             if isinstance(parsed, Reply):
                 reply = parsed
+            elif (
+                isinstance(parsed, Register)
+                and self._max_name is not None
+                and (
+                    len(parsed.name) > self._max_name
+                    or len(parsed.wanted or "") > self._max_name
+                )
+            ):
+                reply = Errors.TOO_LONG
             else:
                 try:
                     reply = self._relay.handle(parsed)

@@ -4,10 +4,10 @@ The scores domain: logins, score posts and high-score lists.
 
 from typing import Protocol, TypeAlias, TypeVar, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from gameserver.leaderboard import Leaderboards
-from gameserver.sessions import SessionStore
+from gameserver.sessions import SessionStore, StoredSessions
 
 T = TypeVar("T")
 
@@ -62,23 +62,55 @@ class ScoresBackend(Protocol):
         """
 
 
+class CapacityError(Exception):
+    """
+    The store holds as many sessions or levels as it may: a new one is
+    refused (the web layer answers C{503}); existing ones keep working.
+    """
+
+
 class MemoryScores:
     """
     Sessions and leaderboards held in this process, answering synchronously.
+
+    C{max_sessions} bounds the live stored sessions (signed ones cost no
+    memory) and C{max_levels} the levels holding scores; 0 is no bound.  At
+    a bound, a login of a user without a live key, or a score on a level
+    without a list, fails with L{CapacityError}; everything else goes on.
     """
 
-    def __init__(self, sessions: SessionStore, boards: Leaderboards) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        boards: Leaderboards,
+        max_sessions: int = 0,
+        max_levels: int = 0,
+    ) -> None:
         self.sessions = sessions
         self.boards = boards
+        self._stored = sessions if isinstance(sessions, StoredSessions) else None
+        self.max_sessions = max_sessions
+        self.max_levels = max_levels
 
-    def login(self, user: int) -> bytes:
+    def login(self, user: int) -> "bytes | Deferred[bytes]":
+        stored = self._stored
+        if (
+            self.max_sessions
+            and stored is not None
+            and len(stored) >= self.max_sessions
+            and not stored.has_session(user)
+        ):
+            return fail(CapacityError(f"{self.max_sessions} live sessions"))
         return self.sessions.issue(user)
 
-    def post_score(self, key: bytes, level: int, score: int) -> bool:
+    def post_score(self, key: bytes, level: int, score: int) -> "bool | Deferred[bool]":
         user = self.sessions.user_for(key)
         if user is None:
             return False
-        self.boards.record(level, user, score)
+        boards = self.boards
+        if self.max_levels and len(boards) >= self.max_levels and level not in boards:
+            return fail(CapacityError(f"{self.max_levels} levels"))
+        boards.record(level, user, score)
         return True
 
     def high_score_list(self, level: int) -> bytes:

@@ -20,14 +20,27 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from gameserver import __version__
-from gameserver.channel import MAX_BODY, GameHTTPFactory
+from gameserver.channel import (
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    MAX_CLIENT_CONNECTIONS,
+    MAX_CONNECTIONS,
+    GameHTTPFactory,
+)
 from gameserver.cors import CorsPolicy, check_origin
 from gameserver.durable import DatabaseError, DurableScores, open_database
 from gameserver.health import Health
 from gameserver.leaderboard import Leaderboards
 from gameserver.metrics import ErrorCounter, Metrics, metrics_site
+from gameserver.ratelimit import (
+    DEFAULT_EXEMPT,
+    DEFAULT_RATE_LIMITS,
+    ClientLimits,
+    parse_limits,
+    parse_networks,
+)
 from gameserver.relay import Relay, RelayConfig
-from gameserver.relay_resource import RelayResource
+from gameserver.relay_resource import DEFAULT_MAX_NAME, RelayResource
 from gameserver.scores import MemoryScores, ScoresBackend
 from gameserver.sessions import (
     DEFAULT_TTL,
@@ -65,6 +78,19 @@ def _positive_int(value: str) -> int:
 
 
 _positive_int.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+
+
+def _bound(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 for no bound")
+    return number
+
+
+_bound.coerceDoc = "A whole number; 0 for no bound."  # type: ignore[attr-defined]
+
+DEFAULT_MAX_SESSIONS = 1_000_000
+DEFAULT_MAX_LEVELS = 100_000
 
 DEFAULT_RELAY_MAX_BODY = 16384
 # Seconds; gameserver.redis_connection.DEFAULT_TIMEOUT (not imported here, so
@@ -175,6 +201,14 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "relay-max-name",
+            None,
+            DEFAULT_MAX_NAME,
+            "Longest relay player name (and wanted partner name) in characters; "
+            "a longer one gets 413 (20/*/*) at registration.",
+            _positive_int,
+        ],
+        [
             "database",
             None,
             None,
@@ -220,6 +254,70 @@ class Options(usage.Options):
             None,
             "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
             "tcp:9100:interface=127.0.0.1; never on --port. [default: none]",
+        ],
+        [
+            "max-connections",
+            None,
+            MAX_CONNECTIONS,
+            "Most open HTTP connections; past it a new connection is answered "
+            "503 at once and closed.",
+            _positive_int,
+        ],
+        [
+            "max-client-connections",
+            None,
+            MAX_CLIENT_CONNECTIONS,
+            "Most open HTTP connections of one client address (IPv6: one /64; "
+            "--rate-limit-exempt clients and --trust-proxy proxies are not "
+            "counted); past it: 503, closed. 0: no bound.",
+            _bound,
+        ],
+        [
+            "header-timeout",
+            None,
+            HEADER_TIMEOUT,
+            "Seconds a request's headers may take to arrive after its first "
+            "byte (and its body after the headers); past it: 408, closed.",
+            _positive,
+        ],
+        [
+            "rate-limit",
+            None,
+            DEFAULT_RATE_LIMITS,
+            "Per-client token buckets: KIND=RATE/s[:burst=N] or KIND=off, "
+            "comma-separated, KIND login, score or relay (also RATE/m); kinds "
+            "not named keep their default; 'off' turns all off. Over it: 429 "
+            "with Retry-After.",
+        ],
+        [
+            "rate-limit-exempt",
+            None,
+            DEFAULT_EXEMPT,
+            "Client addresses or networks never rate-limited, comma-separated, "
+            "or 'none'.",
+        ],
+        [
+            "trust-proxy",
+            None,
+            None,
+            "Addresses or networks of reverse proxies whose X-Forwarded-For "
+            "names the client for rate limits, comma-separated. [default: none]",
+        ],
+        [
+            "max-sessions",
+            None,
+            DEFAULT_MAX_SESSIONS,
+            "Most live stored sessions (in memory); at it, a login of a user "
+            "without a live key gets 503. 0: no bound.",
+            _bound,
+        ],
+        [
+            "max-levels",
+            None,
+            DEFAULT_MAX_LEVELS,
+            "Most levels holding scores (in memory); at it, a score on a new "
+            "level gets 503. 0: no bound.",
+            _bound,
         ],
         [
             "shutdown-timeout",
@@ -297,6 +395,15 @@ class Options(usage.Options):
                     "--metrics-port must differ from --port: metrics are never "
                     "served on the public port"
                 )
+        try:
+            self["limits"] = parse_limits(self["rate-limit"])
+        except ValueError as e:
+            raise usage.UsageError(f"--rate-limit: {e}") from e
+        for option in ("rate-limit-exempt", "trust-proxy"):
+            try:
+                self[option.replace("-", "_")] = parse_networks(self[option] or "")
+            except ValueError as e:
+                raise usage.UsageError(f"--{option}: {e}") from e
         if self["access-log"] is not None:
             try:
                 with open(self["access-log"], "a"):
@@ -410,16 +517,22 @@ class StateService(Service):
     """
 
     def __init__(
-        self, scores: ScoresBackend, relay: Any, connection: Any = None
+        self,
+        scores: ScoresBackend,
+        relay: Any,
+        connection: Any = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         """
         @param connection: the L{gameserver.redis_connection.RedisConnection}
             that C{scores} and C{relay} share, with C{--redis}: connected
             when the service starts, closed after both stopped.
+        @param limits: the per-client limits, whose timers stop with it.
         """
         self.scores = scores
         self.relay = relay
         self.connection = connection
+        self.limits = limits
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -431,6 +544,8 @@ class StateService(Service):
         # commits what is in flight before the process exits.
         super().stopService()  # type: ignore[no-untyped-call]
         self.relay.stop()
+        if self.limits is not None:
+            self.limits.stop()
         stopped = self.scores.stop()
         connection = self.connection
         if connection is None:
@@ -497,11 +612,17 @@ def make_site(
             config["secret"],
         )
     else:
-        scores = MemoryScores(make_sessions(config, reactor), Leaderboards())
+        scores = MemoryScores(
+            make_sessions(config, reactor),
+            Leaderboards(),
+            max_sessions=config.get("max-sessions", 0),
+            max_levels=config.get("max-levels", 0),
+        )
     if connection is None:
         relay = Relay(reactor, relay_config(config))
     max_body = config["relay-max-body"]
-    relay_resource = RelayResource(relay, max_body=max_body)
+    max_name = config.get("relay-max-name", DEFAULT_MAX_NAME)
+    relay_resource = RelayResource(relay, max_body=max_body, max_name=max_name)
     relay_resource.metrics_route = "relay"  # type: ignore[attr-defined]
     metrics = Metrics() if config.get("metrics-port") else None
     health = Health(scores, lambda: site.draining)
@@ -512,6 +633,14 @@ def make_site(
         store_latency=None if metrics is None else metrics.store_latency,
     )
     origins = config.get("cors-origin") or []
+    limits = None
+    if any(config.get("limits", {}).values()) or config.get("max-client-connections"):
+        limits = ClientLimits(
+            reactor,
+            config["limits"],
+            exempt=config["rate_limit_exempt"],
+            trusted_proxies=config["trust_proxy"],
+        )
     # Relay bodies a little over their limit still get the relay's own 413
     # (20/*/*); only far larger ones are cut at the connection.
     site = GameHTTPFactory(
@@ -521,10 +650,14 @@ def make_site(
         max_body=max(MAX_BODY, 2 * max_body),
         metrics=metrics,
         cors=CorsPolicy(origins) if origins else None,
+        header_timeout=float(config.get("header-timeout", HEADER_TIMEOUT)),
+        max_connections=config.get("max-connections", MAX_CONNECTIONS),
+        limits=limits,
+        max_client_connections=config.get("max-client-connections", 0),
     )
     if metrics is not None:
         _add_state_metrics(metrics, scores, relay, site)
-    return site, StateService(scores, relay, connection)
+    return site, StateService(scores, relay, connection, limits)
 
 
 def _redis_state(config: Mapping[str, Any], reactor: Any) -> tuple[Any, Any, Any]:
@@ -573,6 +706,24 @@ def _add_state_metrics(
     metrics.add_gauge("relay_games", "Relay games in progress.", lambda: relay.games)
     metrics.add_gauge(
         "connections_open", "Open HTTP connections.", lambda: len(site.channels)
+    )
+    metrics.add_counter(
+        "connections_refused",
+        "Connections refused at --max-connections.",
+        lambda: site.connections_refused,
+    )
+    limits = site.limits
+    if limits is not None:
+        limiters = list(limits.limiters.values())
+        metrics.add_gauge(
+            "rate_limit_clients",
+            "Client buckets held by the rate limits (all kinds).",
+            lambda: sum(len(limiter) for limiter in limiters),
+        )
+    metrics.add_counter(
+        "rate_limited_requests",
+        "Requests refused with 429 by a --rate-limit.",
+        lambda: sum(site.requests_limited.values()),
     )
     writer = getattr(scores, "writer", None)
     if writer is not None:

@@ -70,6 +70,14 @@ class StoredSessions:
         self._queue.expire_due()
         return len(self._user_of)
 
+    def has_session(self, user: int) -> bool:
+        """
+        Whether C{user} holds a live key (so a new login replaces it rather
+        than adding one).
+        """
+        self._queue.expire_due()
+        return user in self._key_of
+
     def issue(self, user: int) -> bytes:
         key, deadline = self.prepare(user)
         self.admit(user, key, deadline)

@@ -23,6 +23,7 @@ from gameserver import uint31
 from gameserver.metrics import Histogram
 from gameserver.scores import (
     RETRY_AFTER,
+    CapacityError,
     Outcome,
     ScoresBackend,
     StoreError,
@@ -165,6 +166,17 @@ class Action(Resource):
                 request.finish()
 
         def failed(reason: Failure) -> None:
+            if reason.check(CapacityError):
+                # A bound the operator set, not a failure: nothing logged.
+                if not lost:
+                    request.setHeader(b"retry-after", b"60")
+                    error(
+                        request,
+                        503,
+                        "Service Unavailable",
+                        f"The server holds {reason.value}, its limit; try again later.",
+                    )
+                return
             if reason.check(StoreError):
                 self.log.debug(
                     "store unavailable: {why}",
