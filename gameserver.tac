@@ -20,6 +20,7 @@
 #   GAMESERVER_RELAY_MAX_PLAYERS        relay players at once               [50000]
 #   GAMESERVER_RELAY_MAX_GAMES          relay games at once                 [25000]
 #   GAMESERVER_RELAY_MAX_CACHE          resend cache / queue bytes          [131072]
+#   GAMESERVER_RELAY_MAX_DATA           relay game data bytes, all players  [268435456]
 #   GAMESERVER_RELAY_MAX_BODY           relay request body bytes            [16384]
 #   GAMESERVER_RELAY_MAX_NAME           relay player name characters        [256]
 #   GAMESERVER_METRICS_PORT   Prometheus metrics endpoint          [off]

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from gameserver import durable_writer
 from gameserver.direct_write import write_through
 from gameserver.leaderboard import LIST_LENGTH, Leaderboards
+from gameserver.scores import Capacity
 from gameserver.sessions import SignedSessions, StoredSessions
 
 # "GSDB": marks a SQLite file as a gameserver database.
@@ -517,10 +518,13 @@ class DurableScores:
         boards: Leaderboards,
         next_seq: int,
         reactor: Any = None,
+        capacity: Capacity | None = None,
     ) -> None:
         """
         @param reactor: provides L{IReactorProcess} and L{IReactorTime}, to
             run the writer process; the global reactor by default.
+        @param capacity: bounds of the sessions and levels held; none by
+            default.
         """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -532,6 +536,11 @@ class DurableScores:
         self._clock = clock
         self._next_seq = next_seq
         self._stopping = False
+        self.capacity = capacity if capacity is not None else Capacity()
+        # New users and levels that writes in flight will add, with the
+        # count of such writes: the capacity holds once they land.
+        self._users_coming: dict[int, int] = {}
+        self._levels_coming: dict[int, int] = {}
         self.writer = _Writer(database.path, reactor, self._committed)
 
     @classmethod
@@ -543,6 +552,7 @@ class DurableScores:
         ttl: float,
         secret: bytes | None = None,
         reactor: Any = None,
+        capacity: Capacity | None = None,
     ) -> "DurableScores":
         """
         Build the store from the database: every level's top list, and in
@@ -582,7 +592,7 @@ class DurableScores:
             sessions=len(sessions) if isinstance(sessions, StoredSessions) else 0,
             path=database.path,
         )
-        return cls(database, clock, sessions, boards, next_seq, reactor)
+        return cls(database, clock, sessions, boards, next_seq, reactor, capacity)
 
     def login(self, user: int) -> "bytes | Deferred[bytes]":
         sessions = self.sessions
@@ -590,6 +600,12 @@ class DurableScores:
             return sessions.issue(user)  # nothing to store
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
+        coming = self._users_coming
+        refused = self.capacity.refuses_login(sessions, user, coming)
+        if refused is not None:
+            return refused
+        if not sessions.has_session(user):
+            coming[user] = coming.get(user, 0) + 1
         key, deadline = sessions.prepare(user)
         deferred: Deferred[bytes] = Deferred()
         self.writer.put(
@@ -601,10 +617,17 @@ class DurableScores:
         user = self.sessions.user_for(key)
         if user is None:
             return False
-        if not self.boards.would_change(level, user, score):
+        boards = self.boards
+        if not boards.would_change(level, user, score):
             return True
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
+        coming = self._levels_coming
+        refused = self.capacity.refuses_level(boards, level, coming)
+        if refused is not None:
+            return refused
+        if level not in boards:
+            coming[level] = coming.get(level, 0) + 1
         seq = self._next_seq
         self._next_seq = seq + 1
         deferred: Deferred[bool] = Deferred()
@@ -651,6 +674,12 @@ class DurableScores:
         return self.writer.stop().addCallback(release)
 
     def _committed(self, batch: list[_Pending], error: Exception | None) -> None:
+        for write in batch:
+            # Landed or failed, a write no longer adds a user or a level.
+            if len(write) == 5:
+                _settle(self._levels_coming, write[1])
+            else:
+                _settle(self._users_coming, write[1])
         if error is not None:
             self.log.error(
                 "commit of {count} writes to {path} failed: {error}",
@@ -675,6 +704,15 @@ class DurableScores:
                 sessions.admit(user, key, deadline)
         for write in batch:
             write[0].callback(True if len(write) == 5 else write[2])
+
+
+def _settle(coming: dict[int, int], item: int) -> None:
+    count = coming.get(item)
+    if count is not None:
+        if count > 1:
+            coming[item] = count - 1
+        else:
+            del coming[item]
 
 
 def _load_boards(connection: sqlite3.Connection) -> tuple[Leaderboards, int]:

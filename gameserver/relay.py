@@ -10,6 +10,7 @@ import enum
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
+from sys import getsizeof
 from typing import Final, assert_never
 
 from twisted.internet.interfaces import IReactorTime
@@ -104,6 +105,9 @@ class Errors:
     COUNTER_BEHIND: Final = Reply(18, NOTHING, NOTHING)
     COUNTER_AHEAD: Final = Reply(19, NOTHING, NOTHING)
     TOO_LONG: Final = Reply(20, NOTHING, NOTHING)
+    # Not in the spec: the relay holds as much game data as max_data allows;
+    # nothing was applied, and the same request may be sent again (HTTP 503).
+    BUSY: Final = Reply(22, NOTHING, NOTHING)
 
     @staticmethod
     def cache_full(last_data: str) -> Reply:
@@ -161,6 +165,9 @@ class RelayConfig:
     @ivar max_cache: bytes of the resend cache of one player (the data of
         its last reply, joined by C{|}).
     @ivar max_queue: bytes of data pending for one player, joined by C{|}.
+    @ivar max_data: bytes of memory all players' pending data and resend
+        caches may hold together (each piece counted by L{held_size}); an
+        update that would pass it gets L{Errors.BUSY}, with nothing applied.
     @ivar max_pair_scan: waiting players a random REQUEST_PAIR may skip
         because one of the two shuns the other, before it answers "still
         looking" instead; keeps a request O(1) whatever the pool holds.
@@ -175,6 +182,7 @@ class RelayConfig:
     max_games: int = 25_000
     max_cache: int = 131_072
     max_queue: int = 131_072
+    max_data: int = 268_435_456
     max_pair_scan: int = 256
     max_shunned: int = 64
 
@@ -182,7 +190,7 @@ class RelayConfig:
         for name in ("pairing_timeout", "long_wait_timeout", "game_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("max_players", "max_games", "max_cache", "max_queue"):
+        for name in ("max_players", "max_games", "max_cache", "max_queue", "max_data"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("max_pair_scan", "max_shunned"):
@@ -320,17 +328,21 @@ class _Seat:
     One side of a game, known by its own game key.
 
     C{inbox} holds the partner's pieces not yet delivered; C{cache} the
-    pieces of the last reply, for a repeated counter.  Sizes are UTF-8 bytes
-    of the pieces joined by C{|}.
+    pieces of the last reply, for a repeated counter.  Sizes (C{_bytes}) are
+    UTF-8 bytes of the pieces joined by C{|}, as the per-player limits count
+    them; C{_held} is the memory the pieces hold (L{held_size}), as the
+    table's total counts it against C{max_data}.
     """
 
     __slots__ = (
         "cache",
         "cache_bytes",
+        "cache_held",
         "counter",
         "deadline",
         "inbox",
         "inbox_bytes",
+        "inbox_held",
         "index",
         "key",
         "left",
@@ -348,8 +360,10 @@ class _Seat:
         self.counter = -1
         self.inbox: list[str] = []
         self.inbox_bytes = 0
+        self.inbox_held = 0
         self.cache: list[str] = []
         self.cache_bytes = 0
+        self.cache_held = 0
         self.left = False
         self.deadline: float | None = None
 
@@ -440,6 +454,22 @@ def _shuns(player: _Player, other: _Player) -> bool:
     return player.shunned is not None and other.name in player.shunned
 
 
+# A queued piece's slot in its list: one pointer.
+_SLOT_BYTES: Final = 8
+
+
+def held_size(piece: str) -> int:
+    """
+    The memory a queued piece of game data holds: its string (header and
+    text, as C{sys.getsizeof} counts it) and its list slot.
+
+    Counted as memory rather than UTF-8 bytes, so that many tiny pieces, or
+    text Python stores at four bytes a character, cannot hold more memory
+    than the budget says.
+    """
+    return getsizeof(piece) + _SLOT_BYTES
+
+
 def _joined_size(a_items: int, a_bytes: int, b_items: int, b_bytes: int) -> int:
     """
     The size of two lists of pieces, each joined by "|", joined by "|".
@@ -518,6 +548,15 @@ class Relay:
         """
         self.expire_due()
         return self._table.count
+
+    @property
+    def data_bytes(self) -> int:
+        """
+        Memory held by game data: every side's pending data and resend cache
+        (see L{held_size}); at most C{config.max_data}.
+        """
+        self.expire_due()
+        return self._table.held
 
     def handle(self, request: Request) -> Reply:
         """
@@ -764,6 +803,12 @@ class _GameTable:
     leaves; its partner still gets what was queued for it, then C{15/*/*}.
     The game ends when both sides have left.  C{retire} is called with a
     side's player when its pairing key is no longer needed.
+
+    C{held} is the memory all sides' pieces hold, kept up to date wherever a
+    queue or cache changes, so that checking it against C{max_data} is one
+    comparison.  An update that would pass it is refused before anything
+    changes; a repeated counter only moves pieces from queue to cache, so it
+    is never refused for it.
     """
 
     _log = Logger()
@@ -779,6 +824,8 @@ class _GameTable:
         # Game sides still in their game, by game key.
         self._seats: dict[str, _Seat] = {}
         self.count = 0
+        # Memory held by every side's queue and cache (held_size of each piece).
+        self.held = 0
         self._deadlines: DeadlineQueue[_Seat] = DeadlineQueue(
             clock, config.game_timeout, self._expire, self._is_live
         )
@@ -840,14 +887,26 @@ class _GameTable:
                 self._log.debug("player {name} lags too far", name=partner.name)
                 self.leave(partner)
             else:
+                held = held_size(piece)
+                # The update frees this side's cache (quitting, all it holds).
+                freed = seat.cache_held + (seat.inbox_held if request.quit else 0)
+                if self.held + held - freed > self._config.max_data:
+                    # Nothing changed: the same request may come again.  Not
+                    # even the deadline, so that games stuck holding data
+                    # time out and free it.
+                    return Errors.BUSY
                 partner.inbox.append(piece)
                 partner.inbox_bytes = total
+                partner.inbox_held += held
+                self.held += held
         if partner.left and not seat.inbox:
             self.leave(seat)
             return Errors.PARTNER_LEFT
         pieces = seat.inbox
+        self.held -= seat.cache_held
         seat.cache, seat.cache_bytes = pieces, seat.inbox_bytes
-        seat.inbox, seat.inbox_bytes = [], 0
+        seat.cache_held = seat.inbox_held
+        seat.inbox, seat.inbox_bytes, seat.inbox_held = [], 0, 0
         seat.counter = request.counter
         if request.quit:
             self.leave(seat)
@@ -865,9 +924,11 @@ class _GameTable:
             # The new data stays queued for the next counter.
             last = SEPARATOR.join(seat.cache) if seat.cache else NOTHING
             return Errors.cache_full(last)
+        # Pieces only move from queue to cache: the table's total stays.
         seat.cache.extend(seat.inbox)
         seat.cache_bytes = size
-        seat.inbox, seat.inbox_bytes = [], 0
+        seat.cache_held += seat.inbox_held
+        seat.inbox, seat.inbox_bytes, seat.inbox_held = [], 0, 0
         if not seat.cache:
             # The lost reply was "no data", and there is still none.
             return Reply.success(Code.NO_DATA)
@@ -885,8 +946,9 @@ class _GameTable:
         if seat.deadline is not None:
             self._deadlines.withdraw()
             seat.deadline = None
-        seat.inbox, seat.inbox_bytes = [], 0
-        seat.cache, seat.cache_bytes = [], 0
+        self.held -= seat.inbox_held + seat.cache_held
+        seat.inbox, seat.inbox_bytes, seat.inbox_held = [], 0, 0
+        seat.cache, seat.cache_bytes, seat.cache_held = [], 0, 0
         if seat.partner.left:
             self.count -= 1
             self._log.debug(

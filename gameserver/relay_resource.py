@@ -77,6 +77,10 @@ class RelayResource(Resource):
     client.  Every body is C{text/plain}; every other
     method gets C{405} with an C{Allow} header.
 
+    A relay that holds as much game data as it may answers C{22/*/*}, sent
+    with C{503} and C{Retry-After}: nothing was applied, and the same request
+    may be sent again.
+
     A relay whose C{handle} answers a L{Deferred} is answered when it fires;
     a failed one (its store is unreachable) gets C{503} with C{Retry-After}.
     """
@@ -161,6 +165,10 @@ class RelayResource(Resource):
         """
         if reply is Errors.TOO_LONG:
             request.setResponseCode(http.REQUEST_ENTITY_TOO_LARGE)
+        elif reply is Errors.BUSY:
+            # Nothing was applied: the client sends the same request again.
+            request.setResponseCode(http.SERVICE_UNAVAILABLE)
+            request.setHeader(b"retry-after", RETRY_AFTER)
         elif not reply.ok:
             request.setResponseCode(http.BAD_REQUEST)
         out = format_reply(reply)

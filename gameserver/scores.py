@@ -2,7 +2,8 @@
 The scores domain: logins, score posts and high-score lists.
 """
 
-from typing import Protocol, TypeAlias, TypeVar, Union
+from collections.abc import Collection
+from typing import Any, Protocol, TypeAlias, TypeVar, Union
 
 from twisted.internet.defer import Deferred, fail
 
@@ -69,14 +70,58 @@ class CapacityError(Exception):
     """
 
 
+class Capacity:
+    """
+    The bounds of a store's state: C{max_sessions} live stored sessions
+    (signed ones cost no memory) and C{max_levels} levels holding scores; 0
+    is no bound.  At a bound, a login of a user without a live key, or a
+    score on a level without a list, is refused; everything else goes on.
+
+    A store whose writes take effect later (the durable one) passes the
+    users and levels its writes in flight will add, so that the bound holds
+    once they land.
+    """
+
+    def __init__(self, max_sessions: int = 0, max_levels: int = 0) -> None:
+        self.max_sessions = max_sessions
+        self.max_levels = max_levels
+
+    def refuses_login(
+        self, sessions: SessionStore, user: int, coming: Collection[int] = ()
+    ) -> "Deferred[Any] | None":
+        """
+        A failed L{Deferred} if a login of C{user} would pass the bound.
+        """
+        if (
+            self.max_sessions
+            and isinstance(sessions, StoredSessions)
+            and len(sessions) + len(coming) >= self.max_sessions
+            and not sessions.has_session(user)
+            and user not in coming
+        ):
+            return fail(CapacityError(f"{self.max_sessions} live sessions"))
+        return None
+
+    def refuses_level(
+        self, boards: Leaderboards, level: int, coming: Collection[int] = ()
+    ) -> "Deferred[Any] | None":
+        """
+        A failed L{Deferred} if a score on C{level} would pass the bound.
+        """
+        if (
+            self.max_levels
+            and len(boards) + len(coming) >= self.max_levels
+            and level not in boards
+            and level not in coming
+        ):
+            return fail(CapacityError(f"{self.max_levels} levels"))
+        return None
+
+
 class MemoryScores:
     """
-    Sessions and leaderboards held in this process, answering synchronously.
-
-    C{max_sessions} bounds the live stored sessions (signed ones cost no
-    memory) and C{max_levels} the levels holding scores; 0 is no bound.  At
-    a bound, a login of a user without a live key, or a score on a level
-    without a list, fails with L{CapacityError}; everything else goes on.
+    Sessions and leaderboards held in this process, answering synchronously,
+    within the bounds of a L{Capacity}.
     """
 
     def __init__(
@@ -88,29 +133,22 @@ class MemoryScores:
     ) -> None:
         self.sessions = sessions
         self.boards = boards
-        self._stored = sessions if isinstance(sessions, StoredSessions) else None
-        self.max_sessions = max_sessions
-        self.max_levels = max_levels
+        self.capacity = Capacity(max_sessions, max_levels)
 
     def login(self, user: int) -> "bytes | Deferred[bytes]":
-        stored = self._stored
-        if (
-            self.max_sessions
-            and stored is not None
-            and len(stored) >= self.max_sessions
-            and not stored.has_session(user)
-        ):
-            return fail(CapacityError(f"{self.max_sessions} live sessions"))
+        refused = self.capacity.refuses_login(self.sessions, user)
+        if refused is not None:
+            return refused
         return self.sessions.issue(user)
 
     def post_score(self, key: bytes, level: int, score: int) -> "bool | Deferred[bool]":
         user = self.sessions.user_for(key)
         if user is None:
             return False
-        boards = self.boards
-        if self.max_levels and len(boards) >= self.max_levels and level not in boards:
-            return fail(CapacityError(f"{self.max_levels} levels"))
-        boards.record(level, user, score)
+        refused = self.capacity.refuses_level(self.boards, level)
+        if refused is not None:
+            return refused
+        self.boards.record(level, user, score)
         return True
 
     def high_score_list(self, level: int) -> bytes:

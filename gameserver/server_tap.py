@@ -41,7 +41,7 @@ from gameserver.ratelimit import (
 )
 from gameserver.relay import Relay, RelayConfig
 from gameserver.relay_resource import DEFAULT_MAX_NAME, RelayResource
-from gameserver.scores import MemoryScores, ScoresBackend
+from gameserver.scores import Capacity, MemoryScores, ScoresBackend
 from gameserver.sessions import (
     DEFAULT_TTL,
     MIN_SECRET_BYTES,
@@ -132,6 +132,16 @@ _RELAY_OPTIONS: list[tuple[str, Any, str]] = [
         _positive_int,
         "Bytes of a player's relay resend cache (and of its queue of pending "
         "partner data).",
+    ),
+    (
+        "max_data",
+        _positive_int,
+        "Bytes of memory the in-memory relay may hold for game data, all "
+        "players' queues and resend caches together (each piece counts its "
+        "string's size); an update past it gets 503 with Retry-After (22/*/*) "
+        "and nothing applied. The default, 256 MiB, leaves room for a few KiB "
+        "per player at --relay-max-games. Not used with --redis (bound Redis "
+        "with its maxmemory).",
     ),
 ]
 
@@ -307,16 +317,18 @@ class Options(usage.Options):
             "max-sessions",
             None,
             DEFAULT_MAX_SESSIONS,
-            "Most live stored sessions (in memory); at it, a login of a user "
-            "without a live key gets 503. 0: no bound.",
+            "Most live stored sessions (in memory or --database; Redis "
+            "bounds its own memory); at it, a login of a user without a live "
+            "key gets 503. 0: no bound.",
             _bound,
         ],
         [
             "max-levels",
             None,
             DEFAULT_MAX_LEVELS,
-            "Most levels holding scores (in memory); at it, a score on a new "
-            "level gets 503. 0: no bound.",
+            "Most levels holding scores (in memory or --database; Redis "
+            "bounds its own memory); at it, a score on a new level gets 503. "
+            "0: no bound.",
             _bound,
         ],
         [
@@ -610,6 +622,9 @@ def make_site(
             config["sessions"],
             float(config["session-ttl"]),
             config["secret"],
+            capacity=Capacity(
+                config.get("max-sessions", 0), config.get("max-levels", 0)
+            ),
         )
     else:
         scores = MemoryScores(
@@ -704,6 +719,13 @@ def _add_state_metrics(
         lambda: relay.waiting,
     )
     metrics.add_gauge("relay_games", "Relay games in progress.", lambda: relay.games)
+    if isinstance(relay, Relay):
+        # Redis holds the Redis relay's data: its own memory reports it.
+        metrics.add_gauge(
+            "relay_data_bytes",
+            "Memory held by relay game data (bounded by --relay-max-data).",
+            lambda: relay.data_bytes,
+        )
     metrics.add_gauge(
         "connections_open", "Open HTTP connections.", lambda: len(site.channels)
     )

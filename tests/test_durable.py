@@ -32,6 +32,7 @@ from gameserver.durable import (
     WriterError,
     open_database,
 )
+from gameserver.scores import Capacity, CapacityError
 from gameserver.sessions import StoredSessions
 
 T = TypeVar("T")
@@ -60,9 +61,14 @@ class StoreTestCase(TestCase):
         self.clock = Clock()
         self.clock.advance(START)
 
-    def open(self, mode: SessionsMode = "stored", ttl: float = 600.0) -> DurableScores:
+    def open(
+        self,
+        mode: SessionsMode = "stored",
+        ttl: float = 600.0,
+        capacity: Capacity | None = None,
+    ) -> DurableScores:
         store = DurableScores.load(
-            open_database(self.path), self.clock, mode, ttl, SECRET, reactor
+            open_database(self.path), self.clock, mode, ttl, SECRET, reactor, capacity
         )
         self.addCleanup(store.stop)
         return store
@@ -229,6 +235,55 @@ class WriteTests(StoreTestCase):
             reloaded.high_score_list(4),
             b",".join(b"%d=%d" % (u, 1000 + u) for u in range(19, 4, -1)),
         )
+
+
+class CapacityTests(StoreTestCase):
+    """
+    --max-sessions and --max-levels hold for the durable store, counting the
+    writes still in flight.
+    """
+
+    async def test_session_cap(self) -> None:
+        """At the cap a new user's login fails; a user with a key logs in again."""
+        store = self.open(capacity=Capacity(max_sessions=2))
+        await self.login(store, 1)
+        await self.login(store, 2)
+        refused = deferred(store.login(3))
+        self.assertIsInstance(self.failureResultOf(refused).value, CapacityError)
+        self.assertTrue(await self.login(store, 1))
+        self.assertEqual(len(self.rows("SELECT * FROM sessions")), 2)
+
+    async def test_session_cap_counts_writes_in_flight(self) -> None:
+        """Logins still being committed count toward the cap."""
+        store = self.open(capacity=Capacity(max_sessions=3))
+        await self.login(store, 1)
+        pid = self.pause(store)
+        coming = [deferred(store.login(user)) for user in (2, 3, 2)]
+        refused = deferred(store.login(4))
+        self.assertIsInstance(self.failureResultOf(refused).value, CapacityError)
+        self.resume(pid)
+        for outcome in coming:
+            await outcome
+        self.assertEqual(store._users_coming, {})
+        assert isinstance(store.sessions, StoredSessions)
+        self.assertEqual(len(store.sessions), 3)
+
+    async def test_level_cap_counts_writes_in_flight(self) -> None:
+        """Scores on new levels still being committed count toward the level cap."""
+        store = self.open(capacity=Capacity(max_levels=2))
+        key = await self.login(store, 1)
+        self.assertIs(await self.post(store, key, 10, 5), True)
+        pid = self.pause(store)
+        coming = deferred(store.post_score(key, 11, 5))
+        refused = deferred(store.post_score(key, 12, 5))
+        self.assertIsInstance(self.failureResultOf(refused).value, CapacityError)
+        again = deferred(store.post_score(key, 11, 6))
+        self.resume(pid)
+        self.assertIs(await coming, True)
+        self.assertIs(await again, True)
+        self.assertEqual(store._levels_coming, {})
+        self.assertEqual(len(store.boards), 2)
+        self.assertIs(await self.post(store, key, 10, 9), True)
 
 
 class BatchingTests(StoreTestCase):

@@ -1,6 +1,7 @@
 """
 Bounds on what a client can make the server hold: connections, the
-header/body read timeout, header count, body size, sessions and levels.
+header/body read timeout, header count, body size, sessions, levels and
+relay data.
 Driven through the real channel on a Clock.
 """
 
@@ -8,6 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from gameserver.channel import MAX_BODY, MAX_HEADERS
 from gameserver.leaderboard import Leaderboards
+from gameserver.relay import held_size
 from gameserver.scores import CapacityError, MemoryScores
 from gameserver.sessions import SignedSessions, StoredSessions
 from tests.clock_site import ClockSite
@@ -257,6 +259,31 @@ class RelayNameTests(SiteCase):
         self.assertEqual(
             site.post(b"/relay", b"0,a,*,abcdefghi,*")[:3:2], (413, b"20/*/*")
         )
+
+
+class RelayDataTests(SiteCase):
+    """
+    --relay-max-data bounds the memory all relay game data holds.
+    """
+
+    def test_update_past_budget_503(self) -> None:
+        """Past the budget a game update gets 503 with Retry-After and 22/*/*."""
+        site = self.site("--relay-max-data", str(held_size("abcd")))
+
+        def relay(body: bytes) -> bytes:
+            status, _, reply = site.post(b"/relay", body)
+            assert status == 200, (status, reply)
+            return reply
+
+        alice = relay(b"0,alice,*,*,*")[4:]
+        bob = relay(b"0,bob,*,*,*")[4:]
+        for step in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
+            relay(step + b",*,*")
+        key, seat = relay(b"4,*," + bob + b",*,*")[4:].split(b"|")
+        self.assertEqual(relay(b"6,abcd,%s,%s,0" % (key, seat)), b"0/10/*")
+        status, headers, body = site.post(b"/relay", b"6,e,%s,%s,1" % (key, seat))
+        self.assertEqual((status, body), (503, b"22/*/*"))
+        self.assertEqual(headers[b"retry-after"], b"1")
 
 
 class BackpressureTests(SiteCase):

@@ -183,6 +183,7 @@ class ScrapeTests(IntegrationTestCase):
         self.assertEqual(after["gameserver_relay_players", ()], 1)
         self.assertEqual(after["gameserver_relay_waiting_players", ()], 1)
         self.assertEqual(after["gameserver_relay_games", ()], 0)
+        self.assertEqual(after["gameserver_relay_data_bytes", ()], 0)
         self.assertEqual(after["gameserver_errors_total", ()], 0)
         self.assertIn(("process_cpu_seconds_total", ()), after)
 

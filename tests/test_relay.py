@@ -4,6 +4,7 @@ fake clock.
 """
 
 import re
+import sys
 
 from twisted.trial.unittest import TestCase
 
@@ -16,6 +17,7 @@ from gameserver.relay import (
     RelayConfig,
     Reply,
     Symbol,
+    held_size,
 )
 from tests.relay_support import RelayHarness, Side, text
 
@@ -637,6 +639,159 @@ class QuitTests(TestCase):
         self.assertEqual(h.update(a, ""), "0/9/secret")
 
 
+def held(*pieces: str) -> int:
+    """
+    The memory the relay counts for C{pieces}.
+    """
+    return sum(map(held_size, pieces))
+
+
+class DataBudgetTests(TestCase):
+    """
+    max_data: the memory all game data may hold together.
+    """
+
+    def test_piece_counts_its_memory(self) -> None:
+        """A piece counts its string's memory and a list slot, not its UTF-8 bytes."""
+        self.assertEqual(held_size("ab"), sys.getsizeof("ab") + 8)
+        self.assertGreater(held_size(""), 8)
+        self.assertGreater(held_size("\U0001f600" * 10), held_size("a" * 40))
+
+    def test_total_follows_updates_repeats_and_quits(self) -> None:
+        """The total counts every queued and cached piece, and ends at 0."""
+        h = RelayHarness()
+        a, b = h.game()
+        h.update(a, "p1")
+        self.assertEqual(h.relay.data_bytes, held("p1"))
+        self.assertEqual(h.update(b, "q1"), "0/9/p1")
+        self.assertEqual(h.relay.data_bytes, held("p1", "q1"))
+        self.assertEqual(h.update(b, "q1", counter=0), "0/11/p1")
+        self.assertEqual(h.relay.data_bytes, held("p1", "q1"))
+        h.update(a, "p2")
+        self.assertEqual(h.relay.data_bytes, held("p1", "q1", "p2"))
+        self.assertEqual(h.update(b, "q1", counter=0), "0/11/p1|p2")
+        self.assertEqual(h.relay.data_bytes, held("p1", "q1", "p2"))
+        self.assertEqual(h.update(b, ""), "0/10/*")
+        self.assertEqual(h.relay.data_bytes, held("q1", ""))
+        self.assertEqual(h.update(a, "bye", quit=True), "0/9/")
+        self.assertEqual(h.relay.data_bytes, held("bye"))
+        self.assertEqual(h.update(b, ""), "0/9/bye")
+        self.assertEqual(h.update(b, ""), "15/*/*")
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (0, 0))
+
+    def test_total_freed_when_side_unregisters(self) -> None:
+        """A side leaving the game by UNREGISTER frees the data queued for it."""
+        h = RelayHarness()
+        alice, bob = h.loading()
+        h.ready(alice)
+        h.ready(bob)
+        side = h.start(alice)
+        h.update(side, "to-bob")
+        h.update(side, "more")
+        self.assertEqual(h.relay.data_bytes, held("to-bob", "more"))
+        self.assertEqual(h.unregister(bob), "0/1/*")
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (1, 0))
+        self.assertEqual(h.update(side, "x"), "15/*/*")
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (0, 0))
+
+    def test_total_freed_by_timeout(self) -> None:
+        """Sides that time out free everything they held."""
+        h = RelayHarness()
+        a, b = h.game()
+        h.update(a, "p1")
+        h.update(b, "q1")
+        h.update(a, "p2")
+        h.clock.advance(30)
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (0, 0))
+
+    def test_total_freed_by_lag_drop(self) -> None:
+        """A partner dropped for lagging frees its queue and cache."""
+        h = RelayHarness(max_queue=9)
+        a, b = h.game()
+        h.update(b, "hi")
+        h.update(a, "1234")
+        h.update(a, "5678")
+        self.assertEqual(h.update(a, "9"), "15/*/*")
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (0, 0))
+
+    def test_over_budget_503_nothing_applied(self) -> None:
+        """An update past max_data gets 22/*/*; counter, queue and cache stay."""
+        h = RelayHarness(max_data=held("1234", "", "5678"))
+        a, b = h.game()
+        h.update(a, "1234")
+        h.update(b, "")
+        self.assertEqual(h.update(a, "5678"), "0/9/")
+        self.assertEqual(h.relay.data_bytes, h.relay.config.max_data)
+        self.assertEqual(h.update(a, "9abc"), "22/*/*")
+        self.assertEqual(h.relay.data_bytes, h.relay.config.max_data)
+        self.assertEqual(a.counter, 2)
+        # The cache is untouched: a repeat still gets the last reply.
+        self.assertEqual(h.update(a, "5678", counter=1), "0/11/")
+        # Nothing was queued: the partner gets only what came before.
+        self.assertEqual(h.update(b, ""), "0/9/5678")
+        self.assertEqual(h.update(b, "", counter=1), "0/11/5678")
+
+    def test_same_request_succeeds_once_partner_reads(self) -> None:
+        """Refused at the budget, the same update is applied once the partner read."""
+        h = RelayHarness(max_data=held("1234", "", "5678"))
+        a, b = h.game()
+        h.update(a, "1234")
+        h.update(b, "")
+        h.update(a, "5678")
+        self.assertEqual(h.update(a, "9abc"), "22/*/*")
+        # The partner's read frees its previous reply's pieces.
+        self.assertEqual(h.update(b, ""), "0/9/5678")
+        self.assertEqual(h.update(a, "9abc"), "0/9/")
+        self.assertEqual(h.update(b, ""), "0/9/9abc")
+        self.assertLessEqual(h.relay.data_bytes, h.relay.config.max_data)
+
+    def test_repeat_allowed_over_budget(self) -> None:
+        """A repeated counter at a full budget still resends, old and new data."""
+        h = RelayHarness(max_data=held("p1", "q", "p2"))
+        a, b = h.game()
+        h.update(a, "p1")
+        h.update(b, "q")
+        h.update(a, "p2")
+        self.assertEqual(h.update(a, "p3"), "22/*/*")
+        self.assertEqual(h.update(b, "q", counter=0), "0/11/p1|p2")
+        self.assertEqual(h.relay.data_bytes, h.relay.config.max_data)
+
+    def test_empty_pieces_count(self) -> None:
+        """Empty pieces count their memory, so a flood of them hits the budget."""
+        h = RelayHarness(max_data=held(*[""] * 10))
+        a, _ = h.game()
+        for _ in range(10):
+            self.assertEqual(h.update(a, ""), "0/10/*")
+        self.assertEqual(h.update(a, ""), "22/*/*")
+
+    def test_quit_over_budget_503_then_applied(self) -> None:
+        """A quit past the budget gets 22/*/* and stays in the game until it fits."""
+        h = RelayHarness(max_data=held("1234", ""))
+        a, b = h.game()
+        h.update(a, "1234")
+        h.update(b, "")
+        self.assertEqual(h.update(a, "bye", quit=True), "22/*/*")
+        # The partner's next update frees its cache ("1234").
+        self.assertEqual(h.update(b, ""), "0/10/*")
+        self.assertEqual(h.update(a, "bye", quit=True), "0/9/|")
+        self.assertEqual(h.update(b, ""), "0/9/bye")
+        self.assertEqual(h.update(b, ""), "15/*/*")
+        self.assertEqual((h.relay.games, h.relay.data_bytes), (0, 0))
+
+    def test_refused_update_does_not_refresh_timeout(self) -> None:
+        """A side whose updates are all refused times out like a silent one."""
+        h = RelayHarness(max_data=held("1234"))
+        a, b = h.game()
+        h.update(a, "1234")
+        h.clock.advance(20)
+        self.assertEqual(h.update(a, "5678"), "22/*/*")
+        h.update(b, "", counter=5)  # 19/*/*, keeps b alive
+        h.clock.advance(10)
+        self.assertEqual(h.update(a, "5678"), "13/*/*")
+        self.assertEqual(h.update(b, ""), "0/9/1234")
+        self.assertEqual(h.relay.data_bytes, held("1234"))
+
+
 class TimeoutTests(TestCase):
     """
     Every timeout, just before and just after it falls due.
@@ -791,6 +946,7 @@ class ApiTests(TestCase):
         self.assertRaises(ValueError, RelayConfig, game_timeout=-1.0)
         self.assertRaises(ValueError, RelayConfig, max_players=0)
         self.assertRaises(ValueError, RelayConfig, max_cache=0)
+        self.assertRaises(ValueError, RelayConfig, max_data=0)
         self.assertRaises(ValueError, RelayConfig, max_pair_scan=-1)
 
     def test_default_config(self) -> None:
@@ -801,6 +957,7 @@ class ApiTests(TestCase):
             (25.0, 180.0, 30.0),
         )
         self.assertEqual((config.max_cache, config.max_queue), (131_072, 131_072))
+        self.assertEqual(config.max_data, 256 * 1024 * 1024)
 
     def test_unknown_pairing_symbol_10(self) -> None:
         """A pairing step with a game symbol is out of order: 10/*/*."""

@@ -25,6 +25,7 @@ from gameserver.relay import (
     RelayConfig,
     Request,
     Symbol,
+    held_size,
 )
 from gameserver.relay_wire import format_reply
 
@@ -45,8 +46,10 @@ class Client:
     seat: int = 0
     counter: int = 0
     sequence: int = 0
-    # The request whose reply was lost, to be sent again as it was.
+    # The request to send again as it was: its reply was lost (it was
+    # applied), or it got 22/*/* (nothing was applied).
     pending: GameStep | None = None
+    applied: bool = False
     received: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
@@ -54,6 +57,7 @@ class Client:
         self.phase = "none"
         self.game_key = None
         self.pending = None
+        self.applied = False
         self.received = []
 
 
@@ -79,9 +83,15 @@ class RelayMachine(RuleBasedStateMachine):
         max_queue=st.sampled_from([131_072, 40]),
         max_players=st.sampled_from([50_000, 6]),
         max_games=st.sampled_from([25_000, 1]),
+        max_data=st.sampled_from([268_435_456, 250]),
     )
     def configure(
-        self, max_cache: int, max_queue: int, max_players: int, max_games: int
+        self,
+        max_cache: int,
+        max_queue: int,
+        max_players: int,
+        max_games: int,
+        max_data: int,
     ) -> None:
         self.relay = Relay(
             self.clock,
@@ -90,6 +100,7 @@ class RelayMachine(RuleBasedStateMachine):
                 max_queue=max_queue,
                 max_players=max_players,
                 max_games=max_games,
+                max_data=max_data,
             ),
         )
 
@@ -223,6 +234,12 @@ class RelayMachine(RuleBasedStateMachine):
             if seat.player is not None:
                 assert seat.player.seat is seat
         assert len(games) == relay._table.count <= relay.config.max_games
+        held = 0
+        for seat in relay._table._seats.values():
+            assert seat.inbox_held == sum(map(held_size, seat.inbox))
+            assert seat.cache_held == sum(map(held_size, seat.cache))
+            held += seat.inbox_held + seat.cache_held
+        assert relay._table.held == held <= relay.config.max_data
         assert len(relay._players) <= relay.config.max_players
 
     @invariant()
@@ -254,7 +271,7 @@ class RelayMachine(RuleBasedStateMachine):
 
     def _update(self, client: Client, lose: bool, quit: bool) -> None:
         assert client.game_key is not None
-        repeat = client.pending is not None
+        repeat = client.pending is not None and client.applied
         if client.pending is not None:
             step = client.pending
         else:
@@ -267,8 +284,12 @@ class RelayMachine(RuleBasedStateMachine):
             self.sent.setdefault(step.key, []).append(step.data)
             if step.quit:
                 self.quit.add(step.key)
+        if reply == "22/*/*":
+            # Nothing applied: send the same request again later.
+            client.pending, client.applied = step, repeat
+            return
         if lose:
-            client.pending = step
+            client.pending, client.applied = step, True
             return
         client.pending = None
         self._learn(client, reply)

@@ -19,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from gameserver.redis_relay import RedisRelay
-from gameserver.relay import Relay, RelayConfig
+from gameserver.relay import Relay, RelayConfig, held_size
 from gameserver.relay_resource import RelayBackend, RelayResource
 from tests.redis_relay_support import redis_relay
 from tests.redis_support import SKIP_REASON, started_redis
@@ -239,14 +239,45 @@ class PostTests(InMemory, TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     async def _game(self, h: WebHarness) -> tuple[tuple[bytes, bytes], ...]:
-        alice, bob = await h.key(b"p"), await h.key(b"q")
-        for body in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
-            await h.post(body + b",*,*")
-        _, start_bob = await h.post(b"4,*," + bob + b",*,*")
-        _, start_alice = await h.post(b"4,*," + alice + b",*,*")
-        a_key, a_seat = start_alice[4:].split(b"|")
-        b_key, b_seat = start_bob[4:].split(b"|")
-        return (a_key, a_seat), (b_key, b_seat)
+        return await start_game(h)
+
+
+async def start_game(h: WebHarness) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    Start a game of C{p} and C{q}: each side's game key and seat.
+    """
+    alice, bob = await h.key(b"p"), await h.key(b"q")
+    for body in (b"2,*," + bob, b"3,*," + bob, b"3,*," + alice, b"4,*," + alice):
+        await h.post(body + b",*,*")
+    _, start_bob = await h.post(b"4,*," + bob + b",*,*")
+    _, start_alice = await h.post(b"4,*," + alice + b",*,*")
+    a_key, a_seat = start_alice[4:].split(b"|")
+    b_key, b_seat = start_bob[4:].split(b"|")
+    return (a_key, a_seat), (b_key, b_seat)
+
+
+class DataBudgetTests(InMemory, TestCase):
+    """
+    The in-memory relay's data budget over HTTP (the Redis relay has none).
+    """
+
+    async def test_over_budget_503_retry_after(self) -> None:
+        """An update past max_data is 503 with Retry-After and 22/*/*; once
+        there is room, the same request is 200."""
+        h = await self.harness(max_data=held_size("abcd"))
+        (a, seat_a), (b, seat_b) = await start_game(h)
+        first = b"6,abcd,%s,%s,0" % (a, seat_a)
+        self.assertEqual(await h.post(first), (200, b"0/10/*"))
+        again = b"6,efgh,%s,%s,1" % (a, seat_a)
+        code, headers, body = await h.request("POST", again)
+        self.assertEqual((code, body), (503, b"22/*/*"))
+        self.assertEqual(headers.getRawHeaders("retry-after"), ["1"])
+        self.assertEqual(
+            headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"]
+        )
+        # The partner's quit frees all it held: the same request is served.
+        self.assertEqual(await h.post(b"5,,%s,%s,0" % (b, seat_b)), (200, b"0/9/abcd"))
+        self.assertEqual(await h.post(again), (200, b"0/9/"))
 
 
 class RenderTests(TestCase):

@@ -11,7 +11,12 @@ from twisted.python.systemd import ListenFDs
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
 
-from gameserver.server_tap import Options, makeService, options_from_environment
+from gameserver.server_tap import (
+    Options,
+    makeService,
+    options_from_environment,
+    relay_config,
+)
 from gameserver.sessions import SignedSessions, StoredSessions
 
 
@@ -179,6 +184,14 @@ class OptionsTests(TestCase):
         self.assertIsInstance(state.scores, RedisScores)
         self.assertIs(state.connection, state.scores.connection)  # type: ignore[attr-defined]
         self.assertFalse(state.connection.connected())
+
+    def test_relay_max_data(self) -> None:
+        """--relay-max-data sets RelayConfig.max_data (256 MiB by default); 0 or
+        a negative number is a usage error."""
+        self.assertEqual(relay_config(parse()).max_data, 268_435_456)
+        self.assertEqual(relay_config(parse("--relay-max-data", "1000")).max_data, 1000)
+        for bad in ("0", "-1", "x"):
+            self.assertRaises(UsageError, parse, "--relay-max-data", bad)
 
     def test_help_lists_every_option_with_default(self) -> None:
         """--help names every option and shows each default."""
