@@ -28,11 +28,12 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+
+from scores_mix import free_port, gameserver, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,11 +41,6 @@ CONNECTIONS = 8
 BATCH = 100
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:
@@ -56,14 +52,7 @@ class Server:
         self.port = free_port()
         self.metrics_port = free_port()
         argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "gameserver",
-            "--port",
-            f"tcp:{self.port}:interface=127.0.0.1",
+            *gameserver(self.port),
             "--metrics-port",
             f"tcp:{self.metrics_port}:interface=127.0.0.1",
             *options,
@@ -75,15 +64,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_for(self.port, timeout=20)
 
     def rss(self) -> int:
         """
