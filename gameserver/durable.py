@@ -471,12 +471,14 @@ class _Writer(ProcessProtocol):
             )
         if lost:
             self._fail(lost, WriterError(f"the writer process ended: {reason.value}"))
-        if self._stopped is not None:
-            if self._lines:
-                self.flush()  # a new process for them; it is stopped in turn
-            elif not self._stopped.called:
-                # One turn later: the last answers go out first.
-                self._reactor.callLater(0, self._stopped.callback, None)
+        if self._lines:
+            # Held while the lost batch was in flight: a new process takes
+            # them now, not at the next write, which may never come (and
+            # when stopping, it is stopped in turn).
+            self.flush()
+        elif self._stopped is not None and not self._stopped.called:
+            # One turn later: the last answers go out first.
+            self._reactor.callLater(0, self._stopped.callback, None)
 
 
 class DurableScores:

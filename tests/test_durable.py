@@ -596,6 +596,24 @@ class FailureTests(StoreTestCase):
         self.assertEqual(self.rows("SELECT level, score FROM scores"), [(1, 6)])
         self.flushLoggedErrors()
 
+    async def test_writes_held_during_a_lost_batch(self) -> None:
+        """Writes held behind a batch a dead writer lost go to a new writer at once."""
+        store = self.open()
+        key = await self.login(store, 7)
+        pid = self.pause(store)
+        lost = deferred(store.post_score(key, 1, 5))
+        await self.turn()  # in flight
+        held = deferred(store.post_score(key, 2, 5))
+        await self.turn()
+        self.assertEqual(len(store.writer._lines), 1)
+        os.kill(pid, signal.SIGKILL)
+        with self.assertRaises(WriterError):
+            await lost
+        self.assertIs(await held, True)  # no other write needed to send it
+        self.assertEqual(store.writer.spawned, 2)
+        self.assertEqual(self.rows("SELECT level, score FROM scores"), [(2, 5)])
+        self.flushLoggedErrors()
+
     async def test_writer_cannot_start(self) -> None:
         """A writer process that cannot start fails the write and the health check."""
         store = self.open()
