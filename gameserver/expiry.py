@@ -2,6 +2,7 @@
 Deadlines for things that live a fixed time, kept without a timer each.
 """
 
+import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,6 +111,9 @@ class DeadlineQueue(Generic[T]):
         # Parallel FIFOs: no tuple, and no float object, per entry.
         self._items: deque[T] = deque()
         self._deadlines = _Doubles()
+        # The first entry's deadline (infinity when empty): the common "nothing
+        # is due" answer of expire_due costs one comparison.
+        self._first = math.inf
         self._stale = 0
         self._timer: IDelayedCall | None = None
 
@@ -129,6 +133,8 @@ class DeadlineQueue(Generic[T]):
         """
         if deadline is None:
             deadline = self._clock.seconds() + self.ttl
+        if not self._items:
+            self._first = deadline
         self._items.append(item)
         self._deadlines.append(deadline)
         if self._timer is None:
@@ -148,14 +154,15 @@ class DeadlineQueue(Generic[T]):
         """
         Expire every entry whose deadline has come.
         """
-        deadlines = self._deadlines
-        if not deadlines or deadlines.first() > self._clock.seconds():
-            return
         now = self._clock.seconds()
+        if self._first > now:
+            return
+        deadlines = self._deadlines
         items = self._items
         while deadlines and deadlines.first() <= now:
             if not self._pop_due(items.popleft(), deadlines.popleft()) and self._stale:
                 self._stale -= 1
+        self._first = deadlines.first() if deadlines else math.inf
 
     def stop(self) -> None:
         """
@@ -193,6 +200,7 @@ class DeadlineQueue(Generic[T]):
         for item, deadline in live:
             self._items.append(item)
             self._deadlines.append(deadline)
+        self._first = live[0][1] if live else math.inf
         self._stale = 0
 
 
