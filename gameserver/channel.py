@@ -361,12 +361,13 @@ class HTTPChannel(Protocol):
         factory = self.factory
         if factory.limits is not None:
             self._classify_client(factory.limits)
-        if len(factory.channels) >= factory.max_connections or (
+        full = len(factory.channels) >= factory.max_connections
+        if full or (
             self._client is not None
             and not self._via_proxy
             and not factory.count_client(self._client)
         ):
-            factory.refused_connection()
+            factory.refused_connection(self._client if not full else None)
             self._closing = True
             self._send(_TOO_MANY_CONNECTIONS)
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -928,19 +929,27 @@ class GameHTTPFactory(Factory[HTTPChannel]):
             self._log_file = self._opener(self.access_log)
             self.log.info("reopened access log {path}", path=self.access_log)
 
-    def refused_connection(self) -> None:
+    def refused_connection(self, client: str | None = None) -> None:
         """
-        A new connection was refused at C{max_connections}; warn at most
+        A new connection was refused: at C{max_connections}, or (with
+        C{client}) at that client's C{max_client_connections}; warn at most
         once a minute.
         """
         self.connections_refused += 1
         now = self.clock.seconds()
         if now - self._cap_warned_at >= 60:
             self._cap_warned_at = now
-            self.log.warn(
-                "{connections} connections open: refusing new ones",
-                connections=len(self.channels),
-            )
+            if client is None:
+                self.log.warn(
+                    "{connections} connections open: refusing new ones",
+                    connections=len(self.channels),
+                )
+            else:
+                self.log.warn(
+                    "client {client} holds {limit} connections: refusing more",
+                    client=client,
+                    limit=self.max_client_connections,
+                )
 
     def count_client(self, client: str) -> bool:
         """

@@ -731,7 +731,7 @@ def _add_state_metrics(
     )
     metrics.add_counter(
         "connections_refused",
-        "Connections refused at --max-connections.",
+        "Connections refused at --max-connections or --max-client-connections.",
         lambda: site.connections_refused,
     )
     limits = site.limits

@@ -5,7 +5,9 @@ relay data.
 Driven through the real channel on a Clock.
 """
 
+from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface import provider
 
 from gameserver.channel import MAX_BODY, MAX_HEADERS
 from gameserver.leaderboard import Leaderboards
@@ -116,10 +118,22 @@ class ClientConnectionLimitTests(SiteCase):
         """Past the cap one address gets 503 while others connect; a closed
         connection frees its slot."""
         site = self.site("--max-client-connections", "2")
+        warnings: list[str] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(str(event["log_format"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         first, _ = site.connect()
         site.connect()
         _, refused = site.connect()
         self.assertTrue(refused.value().startswith(b"HTTP/1.1 503 "))
+        self.assertEqual(
+            warnings, ["client {client} holds {limit} connections: refusing more"]
+        )
         _, other = site.connect(peer="198.51.100.20")
         self.assertEqual(other.value(), b"")
         first.connectionLost()
