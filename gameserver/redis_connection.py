@@ -61,7 +61,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     UNIXClientEndpoint,
@@ -393,11 +393,9 @@ class RedisConnection:
         """
         Send one command; its reply, or L{RedisUnavailable}.
         """
-        connection = self._pick()
+        connection = self._ready()
         if connection is None:
-            if not self._starting():
-                return self._unavailable()
-            connection = self._handler  # waits for the first connection
+            return self._unavailable()
         return self._bounded(connection.execute_command, *args)
 
     def run(
@@ -407,11 +405,9 @@ class RedisConnection:
         Run C{script} with C{keys} and C{args}; its reply, or
         L{RedisUnavailable}.
         """
-        connection = self._pick()
+        connection = self._ready()
         if connection is None:
-            if not self._starting():
-                return self._unavailable()
-            connection = self._handler  # waits for the first connection
+            return self._unavailable()
         return self._bounded(_run_script, connection, script, list(keys), list(args))
 
     def stop(self) -> "Deferred[None]":
@@ -427,11 +423,20 @@ class RedisConnection:
         d: Deferred[None] = factory.disconnect()
         return d.addBoth(lambda _: None)
 
+    def _ready(self) -> Any:
+        """
+        The connection to send a call on: a connected one of the pool, or
+        the handler (which waits for the first connection) while that may
+        still come; L{None} when Redis is unavailable.
+        """
+        connection = self._pick()
+        if connection is None and self._starting():
+            connection = self._handler
+        return connection
+
     def _unavailable(self) -> "Deferred[Any]":
         self._note(False)
-        failed: Deferred[Any] = Deferred()
-        failed.errback(RedisUnavailable(f"not connected to {self.settings.describe()}"))
-        return failed
+        return fail(RedisUnavailable(f"not connected to {self.settings.describe()}"))
 
     def _starting(self) -> bool:
         """

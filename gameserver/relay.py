@@ -773,7 +773,7 @@ class Relay:
 
     def _expire_player(self, player: _Player, deadline: float) -> bool:
         # Called for the player's newest entry only.
-        if player.gone:
+        if not self._player_is_live(player, deadline):
             return False
         self._log.debug("player {name} timed out", name=player.name)
         self._drop(player, leave_game=False)

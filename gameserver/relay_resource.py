@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from gameserver.relay import Errors, Register, Reply, Request
 from gameserver.relay_wire import format_reply, parse_request
-from gameserver.scores import RETRY_AFTER, StoreError
+from gameserver.scores import RETRY_AFTER, log_store_failure
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
@@ -191,13 +191,7 @@ class RelayResource(Resource):
                 request.finish()
 
         def failed(reason: Failure) -> None:
-            if reason.check(StoreError):
-                # The store logs its outage once, not once per request.
-                self._log.debug(
-                    "relay store unavailable: {why}", why=reason.getErrorMessage()
-                )
-            else:
-                self._log.failure("relay store failed", failure=reason)
+            log_store_failure(self._log, reason, path=b"/relay")
             self._relay.last_request_seconds = perf_counter() - started
             if not lost:
                 request.setResponseCode(http.SERVICE_UNAVAILABLE)

@@ -6,6 +6,8 @@ from collections.abc import Collection
 from typing import Any, Protocol, TypeAlias, TypeVar, Union
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gameserver.leaderboard import Leaderboards
 from gameserver.sessions import SessionStore, StoredSessions
@@ -68,6 +70,18 @@ class CapacityError(Exception):
     The store holds as many sessions or levels as it may: a new one is
     refused (the web layer answers C{503}); existing ones keep working.
     """
+
+
+def log_store_failure(log: Logger, reason: Failure, **fields: Any) -> None:
+    """
+    Log why a store's L{Deferred} failed: an outage (L{StoreError}) at debug
+    level, since the store logs it once rather than once per request;
+    anything else as a failure, with its traceback.
+    """
+    if reason.check(StoreError):
+        log.debug("store unavailable: {why}", why=reason.getErrorMessage(), **fields)
+    else:
+        log.failure("store failed", failure=reason, **fields)
 
 
 class Capacity:

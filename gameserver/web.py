@@ -26,7 +26,7 @@ from gameserver.scores import (
     CapacityError,
     Outcome,
     ScoresBackend,
-    StoreError,
+    log_store_failure,
 )
 
 T = TypeVar("T")
@@ -177,14 +177,7 @@ class Action(Resource):
                         f"The server holds {reason.value}, its limit; try again later.",
                     )
                 return
-            if reason.check(StoreError):
-                self.log.debug(
-                    "store unavailable: {why}",
-                    why=reason.getErrorMessage(),
-                    path=request.path,
-                )
-            else:
-                self.log.failure("store failed", failure=reason, path=request.path)
+            log_store_failure(self.log, reason, path=request.path)
             if not lost:
                 request.setHeader(b"retry-after", RETRY_AFTER)
                 error(request, 503, "Service Unavailable", "Try again later.")
