@@ -279,8 +279,11 @@ def client_key(host: str) -> str:
 class ClientLimits:
     """
     Every kind's L{RateLimiter}, which clients are exempt, and which peers
-    may name the client in C{X-Forwarded-For}.
+    may name the client in C{X-Forwarded-For}; the effective settings are
+    logged once, at start.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -297,6 +300,12 @@ class ClientLimits:
         }
         self.exempt = exempt
         self.trusted_proxies = trusted_proxies
+        self.log.info(
+            "rate limits {limits}; exempt {exempt}; trusted proxies {proxies}",
+            limits=format_limits(limits),
+            exempt=",".join(map(str, exempt)) or "none",
+            proxies=",".join(map(str, trusted_proxies)) or "none",
+        )
 
     def is_exempt(self, host: str) -> bool:
         """
