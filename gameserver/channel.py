@@ -444,6 +444,7 @@ class HTTPChannel(Protocol):
         if (
             reading_since is not None
             and not self._broken
+            and not (self._paused or self._write_paused)
             and now - reading_since >= factory.header_timeout
         ):
             self._idle_timer = None
@@ -587,7 +588,7 @@ class HTTPChannel(Protocol):
         if self._paused and not self._queue:
             self._paused = False
             if not self._write_paused:
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self._resume_reading()
 
     # -- the transport's producer: its write buffer filled or drained --
 
@@ -602,8 +603,15 @@ class HTTPChannel(Protocol):
         if self._write_paused:
             self._write_paused = False
             if not self._paused and not self._closing:
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self._resume_reading()
             self._process()
+
+    def _resume_reading(self) -> None:
+        # The server chose the pause: a request half read when it began gets
+        # a whole read timeout from now, not a 408 for the server's wait.
+        if self._reading_since is not None:
+            self._reading_since = self.factory.clock.seconds()
+        self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         pass  # the connection is going: connectionLost cleans up

@@ -319,6 +319,20 @@ class BackpressureTests(SiteCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual([r[0] for r in split_responses(transport.value())], [200] * 3)
 
+    def test_no_read_timeout_while_the_server_waits(self) -> None:
+        """A request half read when the server paused reading gets no 408 for
+        the pause, and a whole read timeout once reading resumes."""
+        site = self.site()
+        channel, transport = site.connect()
+        channel.dataReceived(LIST[:20])
+        channel.pauseProducing()
+        site.clock.advance(15)  # past --header-timeout (10 s)
+        self.assertEqual(transport.value(), b"")
+        channel.resumeProducing()
+        site.clock.advance(9)
+        channel.dataReceived(LIST[20:])
+        self.assertEqual([r[0] for r in split_responses(transport.value())], [200])
+
     def test_stalled_reader_cut(self) -> None:
         """A client that reads none of its responses for the idle timeout is cut,
         even with requests still queued."""
