@@ -372,7 +372,12 @@ def _in_line(player: _Player) -> bool:
     """
     Whether C{player} waits for a random partner.
     """
-    return player.phase is Phase.WAITING and player.wanted is None and not player.gone
+    # The flag itself, not the property: this runs for every pool entry seen.
+    return (
+        player.phase is Phase.WAITING
+        and player.wanted is None
+        and not player.flags & _GONE
+    )
 
 
 class _Line:
@@ -739,9 +744,9 @@ class Relay:
         Forget a player's pairing key; its partner notices on its next
         request.  With C{leave_game}, its game side leaves the game too.
         """
-        if player.gone:
+        if player.flags & _GONE:
             return
-        player.gone = True
+        player.flags |= _GONE
         del self._players[player.key]
         self._untouch(player)
         if player.phase is Phase.WAITING:
