@@ -41,8 +41,6 @@ CONNECTIONS = 8
 BATCH = 100
 
 
-
-
 class Server:
     """
     A gameserver process with its metrics port.
@@ -182,13 +180,20 @@ def case_logins(count: int) -> None:
         final = server.rss()
         live = server.gauge("sessions_live")
         report(f"{extra} more logins past the cap", after, final, live, codes, seconds)
-        print(
-            f"    bound: --max-sessions x {per:.0f} bytes = "
-            f"{1_000_000 * per / 2**20:.0f} MiB over the baseline",
-            flush=True,
-        )
+        print_bound("--max-sessions", 1_000_000, per)
     finally:
         server.stop()
+
+
+def print_bound(what: str, count: int, per: float) -> None:
+    """
+    The memory C{count} items of C{per} bytes hold over the baseline.
+    """
+    print(
+        f"    bound: {what} x {per:.0f} bytes = "
+        f"{count * per / 2**20:.0f} MiB over the baseline",
+        flush=True,
+    )
 
 
 def login(port: int, user: int) -> bytes:
@@ -237,11 +242,7 @@ def case_levels(levels: int) -> None:
             codes,
             seconds,
         )
-        print(
-            f"    bound: --max-levels x {per:.0f} bytes = "
-            f"{100_000 * per / 2**20:.0f} MiB over the baseline",
-            flush=True,
-        )
+        print_bound("--max-levels", 100_000, per)
     finally:
         server.stop()
 
@@ -270,11 +271,7 @@ def case_relay(count: int, name_size: int) -> None:
         after = server.rss()
         peak = server.gauge("relay_players")
         per = report(f"{count} registrations", before, after, peak, codes, seconds)
-        print(
-            f"    bound: --relay-max-players x {per:.0f} bytes = "
-            f"{50_000 * per / 2**20:.0f} MiB over the baseline",
-            flush=True,
-        )
+        print_bound("--relay-max-players", 50_000, per)
     finally:
         server.stop()
 
@@ -303,11 +300,7 @@ def case_buckets(count: int) -> None:
         per = report(
             f"{count} requests, distinct clients", before, after, held, codes, seconds
         )
-        print(
-            f"    bound: 3 kinds x 100000 clients x {per:.0f} bytes = "
-            f"{3 * 100_000 * per / 2**20:.0f} MiB over the baseline",
-            flush=True,
-        )
+        print_bound("3 kinds x 100000 clients", 3 * 100_000, per)
     finally:
         server.stop()
 
