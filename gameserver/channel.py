@@ -272,6 +272,13 @@ class Request:
             self._finished_deferreds.append(d)
         return d
 
+    def is_lost(self) -> bool:
+        """
+        Whether the client went away before the response was sent: what
+        L{notifyFinish} tells, without a L{Deferred} per request.
+        """
+        return self._lost
+
     def connectionLost(self, reason: Failure) -> None:
         """
         The client went away before the response was sent.

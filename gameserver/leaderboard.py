@@ -47,11 +47,14 @@ class Board:
         Record C{score} for C{user}, reached at C{order}; return whether the
         list changed.
         """
-        if not self.would_change(user, score):
-            return False
+        # would_change and the removal of the user's old entry in one pass.
         entries = self._entries
-        for index, (_, _, holder) in enumerate(entries):
+        if len(entries) >= LIST_LENGTH and -score >= entries[-1][0]:
+            return False
+        for index, (negative, _, holder) in enumerate(entries):
             if holder == user:
+                if score <= -negative:
+                    return False
                 del entries[index]
                 break
         insort(entries, (-score, order, user))

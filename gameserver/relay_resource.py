@@ -15,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET
 from gameserver.relay import Errors, Register, Reply, Request
 from gameserver.relay_wire import format_reply, parse_request
 from gameserver.scores import RETRY_AFTER, log_store_failure
+from gameserver.web import lost_test
 
 PLAIN_TEXT: Final = b"text/plain; charset=utf-8"
 ALLOWED: Final = (b"GET", b"HEAD", b"POST")
@@ -181,19 +182,18 @@ class RelayResource(Resource):
         """
         Write the reply when it comes; C{503} if the relay's store failed.
         """
-        lost: list[Failure] = []
-        request.notifyFinish().addErrback(lost.append)
+        lost = lost_test(request)
 
         def done(value: Reply) -> None:
             body = self._answer(request, value, started)
-            if not lost:
+            if not lost():
                 request.write(body)
                 request.finish()
 
         def failed(reason: Failure) -> None:
             log_store_failure(self._log, reason, path=b"/relay")
             self._relay.last_request_seconds = perf_counter() - started
-            if not lost:
+            if not lost():
                 request.setResponseCode(http.SERVICE_UNAVAILABLE)
                 request.setHeader(b"retry-after", RETRY_AFTER)
                 request.write(b"relay unavailable, try again")

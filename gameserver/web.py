@@ -73,6 +73,31 @@ def error(request: Request, code: int, brief: str, detail: str) -> Rendered:
     return cast(Rendered, page.render(cast(Any, request)))
 
 
+class Finishing(Protocol):
+    """
+    A request whose response may follow later.
+    """
+
+    def notifyFinish(self) -> "Deferred[None]": ...
+
+
+def lost_test(request: Finishing) -> Callable[[], object]:
+    """
+    A test of whether C{request}'s client went away before its response was
+    sent.
+
+    gameserver's own channel answers from a flag (see
+    L{gameserver.channel.Request.is_lost}); a L{twisted.web.server.Request}
+    (C{StubTreq} in tests) through L{Request.notifyFinish}.
+    """
+    test: Callable[[], object] | None = getattr(request, "is_lost", None)
+    if test is not None:
+        return test
+    lost: list[Failure] = []
+    request.notifyFinish().addErrback(lost.append)
+    return lost.__len__
+
+
 def _id(request: Request) -> bytes:
     """
     The id segment of C{/<id>/<call>}: the last segment routed so far.
@@ -149,15 +174,14 @@ class Action(Resource):
         if not isinstance(outcome, Deferred):
             return render(request, outcome)
 
-        lost: list[Failure] = []
-        request.notifyFinish().addErrback(lost.append)
+        lost = lost_test(request)
         histogram = self.store_latency
         started = perf_counter() if histogram is not None else 0.0
 
         def done(value: T) -> None:
             if histogram is not None:
                 histogram.observe(perf_counter() - started)
-            if lost:
+            if lost():
                 return  # the client hung up while the store worked
             body = render(request, value)
             if body is not NOT_DONE_YET:
@@ -168,7 +192,7 @@ class Action(Resource):
         def failed(reason: Failure) -> None:
             if reason.check(CapacityError):
                 # A bound the operator set, not a failure: nothing logged.
-                if not lost:
+                if not lost():
                     request.setHeader(b"retry-after", b"60")
                     error(
                         request,
@@ -178,7 +202,7 @@ class Action(Resource):
                     )
                 return
             log_store_failure(self.log, reason, path=request.path)
-            if not lost:
+            if not lost():
                 request.setHeader(b"retry-after", RETRY_AFTER)
                 error(request, 503, "Service Unavailable", "Try again later.")
 

@@ -11,11 +11,16 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 
+from gameserver.channel import GameHTTPFactory
 from gameserver.leaderboard import Leaderboards
 from gameserver.redis_scores import RedisScores
 from gameserver.scores import MemoryScores
@@ -467,6 +472,36 @@ class AsyncBackendTests(TestCase):
         response = await stub.get(BASE + "/1/login")
         self.assertEqual(response.code, 503)
         self.flushLoggedErrors(OSError)
+
+
+    def test_client_gone_before_answer(self) -> None:
+        """A late answer to a client that hung up is dropped, by both requests."""
+        pending: list[Deferred[bytes]] = []
+
+        class Later(MemoryScores):
+            def high_score_list(self, level: int) -> Any:
+                pending.append(Deferred())
+                return pending[-1]
+
+        h = Harness()
+        root = GameRoot(Later(h.scores.sessions, h.scores.boards))
+        # gameserver's own channel, which tells through Request.is_lost.
+        factory = GameHTTPFactory(root, Clock())
+        transport = StringTransport()
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /1/highscorelist HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        pending[0].callback(b"1=2")
+        self.assertEqual(transport.value(), b"")
+        # twisted.web's Request, which tells through notifyFinish.
+        request: Any = DummyRequest([b"1", b"highscorelist"])
+        request.prepath, request.postpath = [b"1"], [b"highscorelist"]
+        self.assertEqual(root.getChild(b"1", request).render(request), NOT_DONE_YET)
+        request.processingFailed(Failure(ConnectionDone()))
+        pending[1].callback(b"1=2")
+        self.assertEqual(request.written, [])
+        self.assertEqual(request.finished, 0)
 
 
 class RedisScoresTestCase(ScoresTestCase):
