@@ -96,7 +96,7 @@ def main() -> None:
     for players in (int(n) for n in args.players.split(",")):
         results = {"memory": run(players, args.duration, args.connections)}
         if args.redis:
-            with redis_server() as url:
+            with redis_server() as (url, _):
                 results["redis"] = run(players, args.duration, args.connections, url)
         for store, r in results.items():
             ratio = ""

@@ -39,6 +39,9 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULT = re.compile(r"RESULT (.*)")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The ports a contender listens on, and the processes serving them.
+Served = tuple[list[int], list[int]]
 
 BASELINE = """
 import sys
@@ -124,43 +127,68 @@ def aiohttp(port: int) -> list[str]:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server() -> Iterator[tuple[str, int]]:
     """
     A fresh C{redis-server} without persistence until the block ends; yield
-    its URL.
+    its URL and process id.
     """
     port = free_port()
     directory = tempfile.mkdtemp(prefix="gameserver-bench-redis-")
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     argv += ["--save", "", "--appendonly", "no", "--dir", directory]
-    with server(argv, port):
-        yield f"redis://127.0.0.1:{port}/0"
+    with server(argv, port) as pid:
+        yield f"redis://127.0.0.1:{port}/0", pid
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """
+    CPU seconds (user and system) used so far by the processes C{pids} and
+    their live descendants (the durable store's writer process); 0 where
+    C{/proc} is missing.
+    """
+    total = 0.0
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+        except OSError:
+            continue  # gone, or no /proc
+    return total
 
 
 @contextmanager
-def served(make: Callable[[int], list[str]]) -> Iterator[list[int]]:
+def served(make: Callable[[int], list[str]]) -> Iterator[Served]:
     """
-    One server of C{make} until the block ends; yield its port.
+    One server of C{make} until the block ends; yield its port and process.
     """
     port = free_port()
-    with server(make(port), port):
-        yield [port]
+    with server(make(port), port) as pid:
+        yield [port], [pid]
 
 
-def on_redis(instances: int) -> Callable[[], AbstractContextManager[list[int]]]:
+def on_redis(instances: int) -> Callable[[], AbstractContextManager[Served]]:
     """
     C{instances} gameservers on one fresh Redis, each run.
     """
 
     @contextmanager
-    def serve() -> Iterator[list[int]]:
-        with redis_server() as url, ExitStack() as stack:
-            ports = []
+    def serve() -> Iterator[Served]:
+        with redis_server() as (url, redis_pid), ExitStack() as stack:
+            ports, pids = [], [redis_pid]
             for _ in range(instances):
                 port = free_port()
-                stack.enter_context(server([*gameserver(port), "--redis", url], port))
+                pid = stack.enter_context(
+                    server([*gameserver(port), "--redis", url], port)
+                )
                 ports.append(port)
-            yield ports
+                pids.append(pid)
+            yield ports, pids
 
     return serve
 
@@ -244,7 +272,7 @@ def main() -> None:
     if args.redis and shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")
 
-    contenders: dict[str, Callable[[], AbstractContextManager[list[int]]]] = {
+    contenders: dict[str, Callable[[], AbstractContextManager[Served]]] = {
         "gameserver": lambda: served(gameserver)
     }
     if not args.no_aiohttp:
@@ -259,13 +287,20 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for round_ in range(args.rounds):
         for name, serve in contenders.items():
-            with serve() as ports:
+            with serve() as (ports, pids):
+                before = tree_cpu(pids)
                 r = drive(ports, args.duration, args.connections)
+                used = tree_cpu(pids) - before
+            # wrk's count over its whole run: CPU per request of the server
+            # side (with the durable writer, or Redis), noise-free of how
+            # the machine shared its cores out.
+            r["cpu_us"] = used / max(1.0, r["rps"] * args.duration) * 1e6
             results[name].append(r)
             print(
                 f"round {round_ + 1} {name:11} {r['rps']:9.0f} req/s  "
                 f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                f"non-200 {r['non200']:.0f}  socket errors {r['errors']:.0f}",
+                f"non-200 {r['non200']:.0f}  socket errors {r['errors']:.0f}  "
+                f"server CPU {r['cpu_us']:.1f} us/request",
                 flush=True,
             )
     print("median of the rounds:")
@@ -276,7 +311,8 @@ def main() -> None:
             f"  {name:11} {medians[name]:9.0f} req/s  "
             f"p50 {statistics.median(r['p50_ms'] for r in runs):.2f} ms  "
             f"p99 {statistics.median(r['p99_ms'] for r in runs):.2f} ms  "
-            f"non-200 {sum(r['non200'] for r in runs):.0f}"
+            f"non-200 {sum(r['non200'] for r in runs):.0f}  "
+            f"server CPU {statistics.median(r['cpu_us'] for r in runs):.1f} us/request"
         )
     if "aiohttp" in medians:
         ratio = medians["gameserver"] / medians["aiohttp"]
