@@ -61,8 +61,10 @@ FOLD_RETRY = 5.0
 
 # What the server sends, and all the journal may hold: a line the fold
 # could not apply never gets in, so a fold (and a restart) cannot be stuck
-# on it.
-_LINE = rb'(?:S\d+,\d+,\d+,\d+|L\d+,"[0-9A-Za-z]*",\d+(?:\.\d+)?(?:e[-+]?\d+)?)'
+# on it.  N is a number as JSON spells it (no leading zeros).
+_LINE = rb'(?:SN,N,N,N|LN,"[0-9A-Za-z]*",N(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?)'.replace(
+    b"N", rb"(?:0|[1-9][0-9]*)"
+)
 _LINES = re.compile(_LINE + rb"(?:\n" + _LINE + rb")*")
 
 # A fold goes in as one JSON array per table, so that it costs a handful of

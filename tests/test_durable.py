@@ -846,7 +846,17 @@ class JournalTests(StoreTestCase):
 
     def test_bad_lines_refused_before_the_journal(self) -> None:
         """A line of unknown kind or form fails its batch before anything is written."""
-        for bad in (b"X1,2", b"", b"S1,2,3", b"S1,2,3,x", b'L1,"a b",5', b"L1,k,5"):
+        for bad in (
+            b"X1,2",
+            b"",
+            b"S1,2,3",
+            b"S1,2,3,x",
+            b"S01,2,3,4",  # not a JSON number
+            b"S1,2,3,4,",
+            b'L1,"a b",5',
+            b"L1,k,5",
+            b'L1,"k",5.',
+        ):
             with self.assertRaises(ValueError):
                 durable_writer.write_batch(
                     self.connection, [b"S1,2,30,4", bad], os.getppid()
