@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface import provider
 
 from gameserver import durable, durable_writer
 from gameserver.durable import (
@@ -1015,6 +1017,38 @@ class StopTests(StoreTestCase):
             self.assertLess(time.monotonic(), deadline, "the journal was not folded")
             await self.turn()
         self.assertEqual(self.raw("SELECT user FROM sessions"), [(7,)])
+
+    async def test_failed_fold_is_logged_and_writes_go_on(self) -> None:
+        """A fold that fails is logged, writes are still answered, and the stop's
+        fold takes everything once it can."""
+        store = self.open()
+        await self.login(store, 1)
+        lines: list[str] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            lines.append(str(event.get("line", "")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        key = await self.login(store, 7)
+        deadline = time.monotonic() + 10
+        while not any("fold failed" in line for line in lines):
+            self.assertLess(time.monotonic(), deadline, "no failed fold logged")
+            await self.turn()
+        self.assertIn("disk is full", lines[-1])
+        self.assertEqual(store.sessions.user_for(key), 7)
+        self.assertEqual(store.sessions.user_for(await self.login(store, 8)), 8)
+        self.execute("DROP TRIGGER refuse")
+        await store.stop()
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(
+            self.raw("SELECT user FROM sessions ORDER BY user"), [(1,), (7,), (8,)]
+        )
 
 
 class OpenTests(StoreTestCase):
