@@ -950,6 +950,23 @@ class JournalTests(StoreTestCase):
         self.assertEqual(durable_writer.fold(self.connection, os.getppid()), 2)
         self.assertEqual(self.raw("SELECT score FROM scores"), [(30,)])
 
+    def test_failed_commit_leaves_nothing_to_fold(self) -> None:
+        """A batch whose commit failed leaves no journal row, so no fold applies it."""
+        self.write(b"S1,2,30,4")
+        self.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON journal "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        with self.assertRaises(sqlite3.Error):
+            self.write(b"S1,2,50,5", b'L2,"a",1000.5')
+        self.assertFalse(self.connection.in_transaction)
+        self.execute("DROP TRIGGER refuse")
+        self.write(b"S1,3,20,6")
+        self.assertEqual(durable_writer.fold(self.connection, os.getppid()), 2)
+        self.assertEqual(
+            self.tables(self.connection), [[(1, 2, 30, 4), (1, 3, 20, 6)], []]
+        )
+
     def test_orphan_folds_nothing(self) -> None:
         """Once its parent is gone, the writer's fold applies nothing."""
         self.write(b"S1,2,30,4")
