@@ -270,7 +270,8 @@ class _Journal:
         except Exception as e:
             self.close()
             self.retry = time.monotonic() + FOLD_RETRY
-            _complain(b"fold failed, retrying in %ds: %s\n" % (FOLD_RETRY, _text(e)))
+            # Retried later (or by the next start): the rows stay.
+            _complain(b"fold failed, the journal keeps its rows: %s\n" % _text(e))
         else:
             self.lines = 0
         return True
