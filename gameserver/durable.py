@@ -41,7 +41,10 @@ from gameserver.sessions import SignedSessions, StoredSessions
 # "GSDB": marks a SQLite file as a gameserver database.
 APPLICATION_ID = 0x47534442
 # The schema this release writes; PRAGMA user_version holds the file's.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Journal lines the loader folds per transaction: bounds its memory when a
+# long journal was left behind (folds that failed for a long time).
+LOAD_FOLD_LINES = 65536
 SessionsMode: TypeAlias = Literal["stored", "signed"]
 
 
@@ -81,10 +84,23 @@ def _create_v1(connection: sqlite3.Connection) -> None:
     )
 
 
+def _create_v2(connection: sqlite3.Connection) -> None:
+    # journal: one row per committed batch of the writer process, its lines
+    # as the server sent them (see gameserver.durable_writer), until a fold
+    # applies it to scores and sessions and deletes it.  Appending a row
+    # writes far fewer pages per commit than updating the tables in place.
+    connection.execute(
+        "CREATE TABLE journal (id INTEGER PRIMARY KEY, lines BLOB NOT NULL)"
+    )
+
+
 # MIGRATIONS[n] turns a schema of version n into version n + 1, inside the
 # transaction that also sets user_version; version 0 is an empty file.  A later
 # release appends its step here and raises SCHEMA_VERSION.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _create_v1,
+    1: _create_v2,
+}
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -563,11 +579,18 @@ class DurableScores:
         Closes the loading connection: the writer process, started on the
         first write, opens its own.
 
+        First it folds the journal rows a server that died (or a fold that
+        failed) left behind into the tables, oldest first, as the writer
+        process would have (L{gameserver.durable_writer.fold}): every write
+        that was acknowledged is in a committed journal row or folded.
+
         A writer process left over from a server that was killed holds no
-        lock of ours, and may still be committing its last batch: the
-        C{BEGIN IMMEDIATE} of L{open_database} waited for that
+        lock of ours, and may still be committing its last batch (or a
+        fold): the C{BEGIN IMMEDIATE} of L{open_database} waited for that
         transaction, and a later one of that process sees its parent gone
-        and commits nothing (see L{gameserver.durable_writer}).
+        and commits nothing (see L{gameserver.durable_writer}).  So nothing
+        lands in the journal after the fold here, and nothing folds behind
+        the tables read here.
 
         @raise DatabaseError: the file cannot be read (damaged pages).
         """
@@ -576,6 +599,13 @@ class DurableScores:
             raise ValueError("this database was loaded already")
         what = f"--database {database.path!r}"
         try:
+            folded = _load_journal(connection, what)
+            if folded:
+                cls.log.info(
+                    "folded {lines} journal lines left in {path}",
+                    lines=folded,
+                    path=database.path,
+                )
             boards, next_seq = _load_boards(connection)
             sessions: StoredSessions | SignedSessions
             if sessions_mode == "signed":
@@ -715,6 +745,19 @@ def _settle(coming: dict[int, int], item: int) -> None:
             coming[item] = count - 1
         else:
             del coming[item]
+
+
+def _load_journal(connection: sqlite3.Connection, what: str) -> int:
+    # Folded in bounded steps, each one transaction that applies its rows
+    # and deletes them: a crash in between leaves the rest for next time.
+    total = 0
+    try:
+        while folded := durable_writer.fold(connection, None, LOAD_FOLD_LINES):
+            total += folded
+    except ValueError as e:
+        # The writer lets no such line in: the file was altered.
+        raise DatabaseError(f"cannot read {what}: {_reason(e)}") from e
+    return total
 
 
 def _load_boards(connection: sqlite3.Connection) -> tuple[Leaderboards, int]:

@@ -230,15 +230,19 @@ class CrashTests(DurabilityTestCase):
     async def test_kill_9_under_load(self) -> None:
         """
         Twenty SIGKILLs under load lose no acknowledged score or session
-        key; each killed server's writer process exits on its own, and the
-        next server starts while it may still be finishing its batch.
+        key (whether folded or still in the journal the next start folds);
+        each killed server's writer process exits on its own, and the next
+        server starts while it may still be finishing its batch.
         """
         seed = random.randrange(2**32)
         self.addCleanup(lambda: print(f"test_kill_9_under_load seed {seed}"))
         ledger = Ledger(seed)
         orphans: list[int] = []
+        # Starts that found journal rows the killed server left unfolded.
+        replayed = 0
         for _ in range(CYCLES):
             server = await self.start()
+            replayed += "journal lines left in" in server.output
             await self.check(ledger, server)
             stop: list[bool] = []
             clients, playing = await self.load(ledger, server, stop)
@@ -255,9 +259,11 @@ class CrashTests(DurabilityTestCase):
                 await gone(pid), f"writer process {pid} outlived its server"
             )
         server = await self.start()
+        replayed += "journal lines left in" in server.output
         await self.check(ledger, server)
         self.assertIn(await server.stop(), CLEAN_EXIT)
         self.assertGreater(ledger.acknowledged, CYCLES * 10)
+        self.assertGreater(replayed, 0)  # the loader's fold was exercised
 
 
 class TerminateTests(DurabilityTestCase):

@@ -8,6 +8,7 @@ Session lifetimes run on a L{Clock}.
 
 import contextlib
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +20,9 @@ from typing import Any, TypeVar
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface import provider
 
 from gameserver import durable, durable_writer
 from gameserver.durable import (
@@ -84,6 +87,21 @@ class StoreTestCase(TestCase):
         return outcome if isinstance(outcome, bool) else await outcome
 
     def rows(self, query: str) -> list[Any]:
+        """
+        C{query}'s rows once the journal is folded into the tables, as the
+        next start would see them.
+        """
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            durable_writer.fold(connection)
+            return connection.execute(query).fetchall()
+        finally:
+            connection.close()
+
+    def raw(self, query: str) -> list[Any]:
+        """
+        C{query}'s rows as the file holds them, journal unfolded.
+        """
         connection = sqlite3.connect(self.path)
         try:
             return connection.execute(query).fetchall()
@@ -539,7 +557,7 @@ class FailureTests(StoreTestCase):
         store = self.open()
         key = await self.login(store, 7)
         self.assertIs(await self.post(store, key, 9999, 10), True)
-        self.refuse("scores", "NEW.level < 9999")
+        self.refuse("journal")
         pid = self.pause(store)
         outcomes: list[Deferred[Any]] = [
             deferred(store.post_score(key, level, 10)) for level in range(500)
@@ -556,7 +574,7 @@ class FailureTests(StoreTestCase):
         self.assertEqual(self.rows("SELECT level FROM scores"), [(9999,)])
         self.assertEqual(self.rows("SELECT user FROM sessions"), [(7,)])
         # The process starts a new connection; the disk has room again.
-        self.execute("DROP TRIGGER refuse_scores")
+        self.execute("DROP TRIGGER refuse_journal")
         self.assertIs(await self.post(store, key, 3, 10), True)
         self.assertEqual(store.high_score_list(3), b"7=10")
         self.assertEqual(store.writer.spawned, 1)
@@ -564,7 +582,7 @@ class FailureTests(StoreTestCase):
     async def test_failed_login_stays_out(self) -> None:
         """A login whose commit fails never makes its key live, and stop still works."""
         store = self.open()
-        self.refuse("sessions")
+        self.refuse("journal")
         outcome = deferred(store.login(7))
         failures: list[Any] = []
         outcome.addErrback(failures.append)
@@ -676,6 +694,7 @@ class WriterProcessTests(StoreTestCase):
             self.rows("SELECT user, key, deadline FROM sessions"),
             [(2, b"key3", 1001.5)],
         )
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])  # folded at the end
 
     def test_bad_line_fails_its_batch(self) -> None:
         """A line the writer cannot use fails its batch, reported as E count why."""
@@ -683,6 +702,76 @@ class WriterProcessTests(StoreTestCase):
         self.assertEqual(len(acks), 1)
         self.assertTrue(acks[0].startswith(b"E 2 "), acks)
         self.assertEqual(self.rows("SELECT * FROM scores"), [])
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+
+    def writer(self, fold_lines: int, idle: float) -> "subprocess.Popen[bytes]":
+        """
+        A writer process on the test's database, folding at C{fold_lines}
+        lines and after C{idle} quiet seconds.
+        """
+        open_database(self.path).close()
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(durable.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (root, env.get("PYTHONPATH", "")) if p
+        )
+        code = (
+            "import sys; from gameserver import durable_writer as w; "
+            f"w.FOLD_LINES = {fold_lines}; w.IDLE_FOLD = {idle}; "
+            "sys.argv[1:] = [sys.argv.pop()]; w.main()"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, self.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self.addCleanup(process.wait, 20)
+        self.addCleanup(process.stdin.close)  # type: ignore[union-attr]
+        return process
+
+    def send(self, process: "subprocess.Popen[bytes]", lines: bytes) -> bytes:
+        """
+        Hand C{lines} to C{process} as one batch and read its acknowledgement.
+        """
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(lines)
+        process.stdin.flush()
+        return process.stdout.readline()
+
+    def journal_empties(self, timeout: float = 10.0) -> bool:
+        """
+        Whether the journal becomes empty within C{timeout} seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self.raw("SELECT count(*) FROM journal") != [(0,)]:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def test_fold_once_journal_full(self) -> None:
+        """The writer folds after the acknowledgement that brings the journal to
+        FOLD_LINES lines, not before."""
+        process = self.writer(fold_lines=4, idle=600)
+        self.assertTrue(self.send(process, b"S1,2,30,4\nS1,3,20,5\n").startswith(b"2 "))
+        self.assertTrue(self.send(process, b'L2,"key2",1000.5\n').startswith(b"1 "))
+        self.assertEqual(len(self.raw("SELECT * FROM journal")), 2)
+        self.assertEqual(self.raw("SELECT * FROM scores"), [])
+        self.assertTrue(self.send(process, b"S1,2,40,6\n").startswith(b"1 "))
+        self.assertTrue(self.journal_empties())
+        self.assertEqual(
+            self.raw("SELECT level, user, score, seq FROM scores ORDER BY user"),
+            [(1, 2, 40, 6), (1, 3, 20, 5)],
+        )
+        self.assertEqual(self.raw("SELECT user, key FROM sessions"), [(2, b"key2")])
+
+    def test_fold_when_idle(self) -> None:
+        """A writer with nothing on its stdin folds what the journal holds."""
+        process = self.writer(fold_lines=1000, idle=0.05)
+        self.assertTrue(self.send(process, b"S1,2,30,4\n").startswith(b"1 "))
+        self.assertTrue(self.journal_empties())
+        self.assertEqual(self.raw("SELECT score FROM scores"), [(30,)])
 
     def test_orphan_commits_nothing(self) -> None:
         """Once its parent is gone, the writer commits nothing more."""
@@ -697,6 +786,286 @@ class WriterProcessTests(StoreTestCase):
         finally:
             connection.close()
         self.assertEqual(self.rows("SELECT level FROM scores"), [(1,)])
+
+
+def journal_lines(rng: "random.Random", seq: list[int]) -> list[bytes]:
+    """
+    A random batch of writer lines over few levels, users and scores, so
+    that ties and repeated users are frequent; C{seq} counts on.
+    """
+    lines = []
+    for _ in range(rng.randrange(1, 12)):
+        if rng.random() < 0.3:
+            key = "".join(rng.choice("abcXYZ019") for _ in range(rng.randrange(1, 6)))
+            deadline = rng.choice([1000.5, 2000.25, 3e9])
+            lines.append(b'L%d,"%s",%r' % (rng.randrange(4), key.encode(), deadline))
+        else:
+            seq[0] += 1
+            lines.append(
+                b"S%d,%d,%d,%d"
+                % (rng.randrange(3), rng.randrange(4), rng.randrange(5), seq[0])
+            )
+    return lines
+
+
+class JournalTests(StoreTestCase):
+    """
+    Batches are committed as journal rows, and a fold applies them to the
+    tables as the direct upserts of earlier releases did.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        open_database(self.path).close()
+        self.connection = durable_writer.connect(self.path)
+        self.addCleanup(self.connection.close)
+
+    def write(self, *lines: bytes) -> None:
+        self.assertTrue(
+            durable_writer.write_batch(self.connection, list(lines), os.getppid())
+        )
+
+    def tables(self, connection: sqlite3.Connection) -> list[Any]:
+        return [
+            connection.execute(
+                "SELECT level, user, score, seq FROM scores ORDER BY level, user"
+            ).fetchall(),
+            connection.execute(
+                "SELECT user, key, deadline FROM sessions ORDER BY user"
+            ).fetchall(),
+        ]
+
+    def test_batch_is_one_journal_row(self) -> None:
+        """Each batch is one journal row of its lines, and the tables are untouched."""
+        self.write(b"S1,2,30,4", b'L2,"key2",1000.5')
+        self.write(b"S1,3,20,5")
+        self.assertEqual(
+            self.raw("SELECT id, lines FROM journal"),
+            [(1, b'S1,2,30,4\nL2,"key2",1000.5'), (2, b"S1,3,20,5")],
+        )
+        self.assertEqual(self.raw("SELECT * FROM scores"), [])
+        self.assertEqual(self.raw("SELECT * FROM sessions"), [])
+
+    def test_bad_lines_refused_before_the_journal(self) -> None:
+        """A line of unknown kind or form fails its batch before anything is written."""
+        for bad in (
+            b"X1,2",
+            b"",
+            b"S1,2,3",
+            b"S1,2,3,x",
+            b"S01,2,3,4",  # not a JSON number
+            b"S1,2,3,4,",
+            b'L1,"a b",5',
+            b"L1,k,5",
+            b'L1,"k",5.',
+        ):
+            with self.assertRaises(ValueError):
+                durable_writer.write_batch(
+                    self.connection, [b"S1,2,30,4", bad], os.getppid()
+                )
+            self.assertFalse(self.connection.in_transaction)
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+
+    def test_fold_applies_in_order(self) -> None:
+        """A fold applies rows in id order and lines in order: the higher score
+        wins, a tie keeps the first, the last login wins."""
+        self.write(b"S1,2,30,4", b'L2,"a",1000.5', b"S1,2,30,5")
+        self.write(b'L2,"b",1001.5', b"S1,2,20,6", b"S1,3,30,7")
+        self.write(b"S1,2,31,8", b'L3,"c",1002.5', b'L2,"d",1003.5')
+        self.assertEqual(durable_writer.fold(self.connection, os.getppid()), 9)
+        self.assertEqual(
+            self.tables(self.connection),
+            [
+                [(1, 2, 31, 8), (1, 3, 30, 7)],
+                [(2, b"d", 1003.5), (3, b"c", 1002.5)],
+            ],
+        )
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(durable_writer.fold(self.connection), 0)
+
+    def test_fold_matches_direct_upserts(self) -> None:
+        """On random batches, journal and folds at random points leave the tables
+        that direct per-batch upserts and a model of them leave."""
+        for seed in range(30):
+            rng = random.Random(seed)
+            seq = [0]
+            batches = [journal_lines(rng, seq) for _ in range(rng.randrange(1, 25))]
+            direct = sqlite3.connect(":memory:", isolation_level=None)
+            durable._create_v1(direct)
+            scores: dict[tuple[int, int], tuple[int, int]] = {}
+            sessions: dict[int, tuple[bytes, float]] = {}
+            self.execute("DELETE FROM scores", "DELETE FROM sessions")
+            for batch in batches:
+                # What write_batch did before the journal.
+                direct.execute("BEGIN IMMEDIATE")
+                durable_writer.apply(direct, batch)
+                direct.execute("COMMIT")
+                for line in batch:
+                    if line[:1] == b"S":
+                        level, user, score, number = map(int, line[1:].split(b","))
+                        old = scores.get((level, user))
+                        if old is None or score > old[0]:
+                            scores[level, user] = (score, number)
+                    else:
+                        user_text, key, deadline = line[1:].split(b",")
+                        sessions[int(user_text)] = (key.strip(b'"'), float(deadline))
+                self.write(*batch)
+                if rng.random() < 0.3:
+                    limit = rng.choice([None, 1, 5, 20])
+                    durable_writer.fold(self.connection, os.getppid(), limit)
+            durable_writer.fold(self.connection, os.getppid())
+            model = [
+                [(lv, u, sc, sq) for (lv, u), (sc, sq) in sorted(scores.items())],
+                [(u, k, d) for u, (k, d) in sorted(sessions.items())],
+            ]
+            self.assertEqual(self.tables(direct), model, f"seed {seed}")
+            self.assertEqual(self.tables(self.connection), model, f"seed {seed}")
+            direct.close()
+
+    def test_fold_limit(self) -> None:
+        """A fold with a limit takes the oldest rows until it holds that many lines."""
+        self.write(b"S1,1,1,1", b"S1,2,1,2")
+        self.write(b"S1,3,1,3")
+        self.write(b"S1,4,1,4")
+        self.assertEqual(durable_writer.fold(self.connection, None, 3), 3)
+        self.assertEqual(self.raw("SELECT id FROM journal"), [(3,)])
+        self.assertEqual(self.raw("SELECT user FROM scores"), [(1,), (2,), (3,)])
+        self.assertEqual(durable_writer.fold(self.connection, None, 1), 1)
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+
+    def test_failed_fold_applies_nothing(self) -> None:
+        """A fold whose commit fails leaves the tables and the journal as they were."""
+        self.write(b"S1,2,30,4", b'L2,"a",1000.5')
+        self.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        with self.assertRaises(sqlite3.Error):
+            durable_writer.fold(self.connection, os.getppid())
+        self.assertFalse(self.connection.in_transaction)
+        self.assertEqual(self.raw("SELECT * FROM scores"), [])  # rolled back
+        self.assertEqual(self.raw("SELECT * FROM sessions"), [])
+        self.assertEqual(len(self.raw("SELECT * FROM journal")), 1)
+        self.execute("DROP TRIGGER refuse")
+        self.assertEqual(durable_writer.fold(self.connection, os.getppid()), 2)
+        self.assertEqual(self.raw("SELECT score FROM scores"), [(30,)])
+
+    def test_failed_commit_leaves_nothing_to_fold(self) -> None:
+        """A batch whose commit failed leaves no journal row, so no fold applies it."""
+        self.write(b"S1,2,30,4")
+        self.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON journal "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        with self.assertRaises(sqlite3.Error):
+            self.write(b"S1,2,50,5", b'L2,"a",1000.5')
+        self.assertFalse(self.connection.in_transaction)
+        self.execute("DROP TRIGGER refuse")
+        self.write(b"S1,3,20,6")
+        self.assertEqual(durable_writer.fold(self.connection, os.getppid()), 2)
+        self.assertEqual(
+            self.tables(self.connection), [[(1, 2, 30, 4), (1, 3, 20, 6)], []]
+        )
+
+    def test_orphan_folds_nothing(self) -> None:
+        """Once its parent is gone, the writer's fold applies nothing."""
+        self.write(b"S1,2,30,4")
+        gone = os.getppid() + 1_000_000  # not our parent
+        self.assertIsNone(durable_writer.fold(self.connection, gone))
+        self.assertFalse(self.connection.in_transaction)
+        self.assertEqual(self.raw("SELECT * FROM scores"), [])
+        self.assertEqual(len(self.raw("SELECT * FROM journal")), 1)
+
+    def test_new_writer_counts_journal(self) -> None:
+        """A writer process that finds rows left in the journal counts their lines."""
+        self.write(b"S1,2,30,4", b"S1,3,30,5")
+        self.write(b'L2,"a",1000.5')
+        journal = durable_writer._Journal(self.path, os.getppid())
+        self.addCleanup(journal.close)
+        journal.open()
+        self.assertEqual(journal.lines, 3)
+
+    def test_load_folds_journal(self) -> None:
+        """Loading folds a journal a crash left, then loads the tables."""
+        self.write(b"S1,2,30,4", b'L2,"key2",2000000.5')
+        self.write(b"S1,3,40,5", b"S1,2,35,6")
+        self.connection.close()
+        store = self.open()
+        self.assertEqual(store.high_score_list(1), b"3=40,2=35")
+        self.assertEqual(store.sessions.user_for(b"key2"), 2)
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(len(self.raw("SELECT * FROM scores")), 2)
+        post = store.post_score(b"key2", 1, 36)
+        self.assertIsInstance(post, Deferred)  # seq goes on after the journal's
+        self.assertEqual(store._next_seq, 8)
+
+    def test_load_refuses_altered_journal(self) -> None:
+        """A journal line the writer would never have let in stops the load."""
+        self.execute("INSERT INTO journal (lines) VALUES (X'5831')")  # X1
+        self.connection.close()
+        with self.assertRaises(DatabaseError) as raised:
+            self.open()
+        self.assertIn("unknown kind", str(raised.exception))
+        self.assertEqual(len(self.raw("SELECT * FROM journal")), 1)
+
+
+class StopTests(StoreTestCase):
+    """
+    The writer process folds the journal when idle and when stopped.
+    """
+
+    async def test_clean_stop_empties_journal(self) -> None:
+        """After a clean stop the journal is empty and the tables hold every write."""
+        store = self.open()
+        keys = [await self.login(store, user) for user in range(30)]
+        for user, key in enumerate(keys):
+            await self.post(store, key, user % 3, user)
+        await store.stop()
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(len(self.raw("SELECT * FROM sessions")), 30)
+        self.assertEqual(len(self.raw("SELECT * FROM scores")), 30)
+
+    async def test_idle_writer_folds(self) -> None:
+        """A running store's writer folds its journal soon after writes stop."""
+        store = self.open()
+        await self.login(store, 7)
+        deadline = time.monotonic() + 10
+        while self.raw("SELECT count(*) FROM journal") != [(0,)]:
+            self.assertLess(time.monotonic(), deadline, "the journal was not folded")
+            await self.turn()
+        self.assertEqual(self.raw("SELECT user FROM sessions"), [(7,)])
+
+    async def test_failed_fold_is_logged_and_writes_go_on(self) -> None:
+        """A fold that fails is logged, writes are still answered, and the stop's
+        fold takes everything once it can."""
+        store = self.open()
+        await self.login(store, 1)
+        lines: list[str] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            lines.append(str(event.get("line", "")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        key = await self.login(store, 7)
+        deadline = time.monotonic() + 10
+        while not any("fold failed" in line for line in lines):
+            self.assertLess(time.monotonic(), deadline, "no failed fold logged")
+            await self.turn()
+        self.assertIn("disk is full", lines[-1])
+        self.assertEqual(store.sessions.user_for(key), 7)
+        self.assertEqual(store.sessions.user_for(await self.login(store, 8)), 8)
+        self.execute("DROP TRIGGER refuse")
+        await store.stop()
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(
+            self.raw("SELECT user FROM sessions ORDER BY user"), [(1,), (7,), (8,)]
+        )
 
 
 class OpenTests(StoreTestCase):
@@ -829,6 +1198,25 @@ class SchemaTests(StoreTestCase):
         self.assertEqual(
             self.rows("SELECT level, user, score, seq FROM scores"), [(1, 2, 3, 4)]
         )
+
+    def test_v1_file_migrates(self) -> None:
+        """A file of the previous release (version 1) gains the journal and keeps
+        its data."""
+        restore = self.patch(durable, "SCHEMA_VERSION", 1)
+        open_database(self.path).close()
+        restore.restore()
+        self.assertEqual(self.raw("PRAGMA user_version"), [(1,)])
+        self.execute(
+            "INSERT INTO scores VALUES (1, 2, 3, 4)",
+            "INSERT INTO sessions VALUES (2, X'6b32', 2000000.5)",  # key k2
+        )
+        journal = "SELECT * FROM sqlite_schema WHERE name = 'journal'"
+        self.assertEqual(self.raw(journal), [])
+        store = self.open()
+        self.assertEqual(self.raw("PRAGMA user_version"), [(2,)])
+        self.assertEqual(self.raw("SELECT * FROM journal"), [])
+        self.assertEqual(store.high_score_list(1), b"2=3")
+        self.assertEqual(store.sessions.user_for(b"k2"), 2)
 
     def test_database_object(self) -> None:
         """open_database returns a Database whose loading connection load closes."""
