@@ -162,6 +162,20 @@ def tree_cpu(pids: list[int]) -> float:
     return total
 
 
+def machine_times() -> tuple[float, float]:
+    """
+    All CPU time the kernel has counted so far, and the part of it stolen by
+    the hypervisor for other guests (seconds; zeros without C{/proc/stat}).
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]) / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
 @contextmanager
 def served(make: Callable[[int], list[str]]) -> Iterator[Served]:
     """
@@ -289,8 +303,13 @@ def main() -> None:
         for name, serve in contenders.items():
             with serve() as (ports, pids):
                 before = tree_cpu(pids)
+                total, stolen = machine_times()
                 r = drive(ports, args.duration, args.connections)
                 used = tree_cpu(pids) - before
+                total2, stolen2 = machine_times()
+            # A shared host's other guests take CPU from this one: runs with
+            # much of it stolen are not comparable.
+            r["steal"] = (stolen2 - stolen) / max(total2 - total, 1e-9)
             # wrk's count over its whole run: CPU per request of the server
             # side (with the durable writer, or Redis), noise-free of how
             # the machine shared its cores out.
@@ -300,7 +319,7 @@ def main() -> None:
                 f"round {round_ + 1} {name:11} {r['rps']:9.0f} req/s  "
                 f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
                 f"non-200 {r['non200']:.0f}  socket errors {r['errors']:.0f}  "
-                f"server CPU {r['cpu_us']:.1f} us/request",
+                f"server CPU {r['cpu_us']:.1f} us/request  steal {r['steal']:.0%}",
                 flush=True,
             )
     print("median of the rounds:")
