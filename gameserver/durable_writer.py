@@ -42,6 +42,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 
 # Most writes in one transaction: bounds the latency a huge backlog adds to
 # the requests at its end, and the memory of one batch.
@@ -124,20 +125,37 @@ def write_batch(
     data = b"\n".join(lines)
     if _LINES.fullmatch(data) is None:
         raise ValueError("a line of unknown kind or form")
+
+    def append() -> int:
+        connection.execute("INSERT INTO journal (lines) VALUES (?)", (data,))
+        return len(lines)
+
+    return _as_child_of(parent, connection, append) is not None
+
+
+def _as_child_of(
+    parent: int | None, connection: sqlite3.Connection, work: Callable[[], int]
+) -> int | None:
+    """
+    Run C{work} in one C{BEGIN IMMEDIATE} transaction and commit; return
+    L{None}, running nothing, if C{parent} is given and is no longer this
+    process's parent.  Anything raised rolls the transaction back.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         # Checked holding the write lock: a restarted server's load waits
-        # for this transaction, or this one sees that the server died.
-        if os.getppid() != parent:
+        # for this transaction, or this one sees that the server died (and
+        # writes nothing more: the restarted server's loader folds the rest).
+        if parent is not None and os.getppid() != parent:
             connection.execute("ROLLBACK")
-            return False
-        connection.execute("INSERT INTO journal (lines) VALUES (?)", (data,))
+            return None
+        result = work()
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
-    return True
+    return result
 
 
 def apply(connection: sqlite3.Connection, lines: list[bytes]) -> None:
@@ -170,13 +188,8 @@ def fold(
     applied (0: the journal was empty), or L{None}, applying nothing, if
     C{parent} is given and is no longer this process's parent.
     """
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        # As in write_batch: a writer whose server died writes nothing
-        # more; the restarted server's loader folds what is left.
-        if parent is not None and os.getppid() != parent:
-            connection.execute("ROLLBACK")
-            return None
+
+    def apply_oldest() -> int:
         rows: list[bytes] = []
         count = 0
         last = 0
@@ -191,12 +204,9 @@ def fold(
         if rows:
             apply(connection, b"\n".join(rows).split(b"\n"))
             connection.execute("DELETE FROM journal WHERE id <= ?", (last,))
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-    return count
+        return count
+
+    return _as_child_of(parent, connection, apply_oldest)
 
 
 def _reason(error: BaseException) -> str:
