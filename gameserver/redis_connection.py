@@ -61,12 +61,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import txredisapi
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     UNIXClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import LoopingCall
@@ -74,6 +76,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gameserver.scores import RETRY_AFTER, StoreError
+
+# What a call fails with when Redis cannot be reached or the connection
+# breaks: answered as an outage (503).  Anything else is a bug.
+_OUTAGES = (
+    txredisapi.RedisError,
+    ConnectionClosed,
+    ConnectError,
+    ConnectTimeout,
+    CancelledError,
+)
 
 __all__ = [
     "RETRY_AFTER",
@@ -478,6 +490,11 @@ class RedisConnection:
             if result.called:
                 return  # too late: the caller has had its failure
             if isinstance(outcome, Failure):
+                if not outcome.check(*_OUTAGES):
+                    # A bug, not an outage: it keeps its type, so that the
+                    # web layer logs its traceback (and still answers 503).
+                    result.errback(outcome)
+                    return
                 self._note(not outcome.check(txredisapi.ConnectionError))
                 if outcome.check(txredisapi.ResponseError):
                     result.errback(RedisReplyError(str(outcome.value)))
@@ -554,7 +571,12 @@ def _run_script(
     it (txredisapi's C{eval} hashes the whole source on every call), EVAL
     again if Redis forgot it.
     """
-    if script.sha not in getattr(connection, "script_hashes", ()):
+    # Before the first connection, calls go through txredisapi's handler,
+    # which answers every attribute with a method that waits for one: no
+    # hashes to read there, and EVAL sends the script in any case.
+    if isinstance(connection, txredisapi.ConnectionHandler) or (
+        script.sha not in connection.script_hashes
+    ):
         return connection.eval(script.source, keys, args)  # type: ignore[no-any-return]
 
     def forgotten(reason: Failure) -> Any:

@@ -219,6 +219,24 @@ class ConnectionTests(TestCase):
         self.addCleanup(connection.stop)
         self.assertEqual(await connection.command("PING"), "PONG")
 
+    async def test_script_waits_for_first_connection(self) -> None:
+        """A script run while the first connection is being made waits for it."""
+        redis = started_redis(self)
+        connection = RedisConnection(RedisSettings.from_url(redis.url), reactor, 5.0)
+        connection.start()
+        self.addCleanup(connection.stop)
+        self.assertEqual(
+            await connection.run(ECHO, ["k"], [b"a", 41]), [b"k", b"a", 42, None, 1]
+        )
+
+    async def test_bug_is_not_an_outage(self) -> None:
+        """A failure that is not Redis's keeps its type and leaves Redis healthy."""
+        redis = started_redis(self)
+        connection = await connected(self, redis.url)
+        with self.assertRaises(ZeroDivisionError):
+            await connection._bounded(lambda: 1 // 0)
+        self.assertTrue(connection.healthy())
+
     async def test_reconnects(self) -> None:
         """With Redis gone calls fail at once; restarted, it is used again by itself."""
         redis = started_redis(self)
