@@ -7,8 +7,10 @@ C{--database}, gameserver on a fresh SQLite database; with
 C{--twisted-baseline}, a bare twisted.web site answering every request with a
 fixed body), each on a free port of 127.0.0.1, and drives them with wrk and
 C{bench/scores_mix.lua} (10% logins, 50% score posts, 40% list reads over 1000
-levels), alternating runs.  Prints one line per run, the median of each, and
-the ratio of gameserver to aiohttp.
+levels), alternating runs.  Prints one line per run (with the server side's
+CPU per request, its processes and their children such as the durable
+writer, and the share of the machine's CPU the hypervisor stole meanwhile),
+the median of each, and the ratio of gameserver to aiohttp.
 
     python bench/scores_mix.py [--duration 10] [--rounds 3] [--connections 32]
 
