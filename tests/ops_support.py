@@ -6,7 +6,6 @@ pattern with a bound, and the metrics port of a running server.
 import os
 import re
 import signal
-import socket
 from collections.abc import Sequence
 
 from twisted.internet import reactor
@@ -15,7 +14,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from tests.support import LOCALHOST, ROOT, ServerProcess, exit_code
+from tests.support import ROOT, ServerProcess, exit_code
 
 METRICS_LISTENING = re.compile(r"gameserver metrics listening on .*port=(\d+)")
 
@@ -95,16 +94,6 @@ async def metrics_port(server: ServerProcess) -> int:
     The port the server's metrics endpoint listens on.
     """
     return int((await wait_for_output(server, METRICS_LISTENING)).group(1))
-
-
-def free_port() -> int:
-    """
-    A TCP port of 127.0.0.1 that was free a moment ago.
-    """
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def send_signal(server: ServerProcess, sig: signal.Signals) -> None:

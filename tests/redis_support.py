@@ -31,7 +31,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from gameserver.redis_connection import RedisConnection, RedisSettings
-from tests.support import LOCALHOST
+from tests.support import LOCALHOST, free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 SKIP_REASON = (
@@ -39,16 +39,6 @@ SKIP_REASON = (
     if REDIS_SERVER
     else "redis-server is not installed (apt-get install redis-server)"
 )
-
-
-def free_port() -> int:
-    """
-    A TCP port of 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RedisError(Exception):

@@ -5,6 +5,7 @@ Test helpers: a real gameserver process, raw HTTP over TCP, and StubTreq.
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCALHOST = "127.0.0.1"
 ANY_PORT = f"tcp:0:interface={LOCALHOST}"
 _LISTENING = re.compile(rb"gameserver listening on .*port=(\d+)")
+
+
+def free_port() -> int:
+    """
+    A TCP port of 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def exit_code(reason: Failure) -> int | None:

@@ -19,13 +19,14 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, TestCase
 
 from gameserver.server_tap import Options, options_from_environment
-from tests.ops_support import Spawned, free_port
+from tests.ops_support import Spawned
 from tests.support import (
     ANY_PORT,
     LOCALHOST,
     ROOT,
     ServerProcess,
     _Collector,
+    free_port,
     plugin_args,
     split_responses,
 )
