@@ -135,6 +135,21 @@ class StoreTestCase(TestCase):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
 
+    def count_flushes(self, store: DurableScores) -> list[int]:
+        """
+        From now on, the number of lines each flush of C{store}'s writer
+        hands over, in order.
+        """
+        flushes: list[int] = []
+        flush = store.writer.flush
+
+        def counted() -> None:
+            flushes.append(len(store.writer._lines))
+            flush()
+
+        self.patch(store.writer, "flush", counted)
+        return flushes
+
     async def turn(self) -> None:
         """
         Let the reactor run a little: a flush at the end of a turn goes out.
@@ -315,14 +330,7 @@ class BatchingTests(StoreTestCase):
         """However many writes a turn makes, they are flushed once, at its end."""
         store = self.open()
         keys = [await self.login(store, user) for user in range(20)]
-        flushes: list[int] = []
-        flush = store.writer.flush
-
-        def counted() -> None:
-            flushes.append(len(store.writer._lines))
-            flush()
-
-        self.patch(store.writer, "flush", counted)
+        flushes = self.count_flushes(store)
         outcomes = [
             deferred(store.post_score(key, 1, 10 + n)) for n, key in enumerate(keys)
         ]
@@ -339,14 +347,7 @@ class BatchingTests(StoreTestCase):
         pid = self.pause(store)
         first = [deferred(store.login(user)) for user in range(10, 15)]
         await self.turn()  # flushed: nothing was in flight
-        flushes: list[int] = []
-        flush = store.writer.flush
-
-        def counted() -> None:
-            flushes.append(len(store.writer._lines))
-            flush()
-
-        self.patch(store.writer, "flush", counted)
+        flushes = self.count_flushes(store)
         later: list[Deferred[Any]] = []
         for turn in range(3):
             later += [deferred(store.login(100 * turn + n)) for n in range(20, 24)]
