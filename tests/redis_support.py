@@ -209,6 +209,17 @@ class RedisServer:
         return sorted(self.command("KEYS", "*"))
 
 
+def started(test: Any, url: str, timeout: float = 2.0) -> RedisConnection:
+    """
+    A L{RedisConnection} to C{url} on the real reactor, started (connected or
+    not yet) and stopped after C{test}.
+    """
+    connection = RedisConnection(RedisSettings.from_url(url), reactor, timeout)
+    connection.start()
+    test.addCleanup(connection.stop)
+    return connection
+
+
 async def connected(
     test: Any, url: str, timeout: float = 2.0, wait: float = 10.0
 ) -> RedisConnection:
@@ -216,9 +227,7 @@ async def connected(
     A started L{RedisConnection} to C{url} on the real reactor, once it is
     connected; stopped after C{test}.
     """
-    connection = RedisConnection(RedisSettings.from_url(url), reactor, timeout)
-    connection.start()
-    test.addCleanup(connection.stop)
+    connection = started(test, url, timeout)
     await wait_until(connection.connected, wait)
     return connection
 

@@ -12,7 +12,6 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from gameserver.redis_connection import (
-    RedisConnection,
     RedisReplyError,
     RedisSettings,
     RedisUnavailable,
@@ -22,6 +21,7 @@ from tests.redis_support import (
     SKIP_REASON,
     RedisServer,
     connected,
+    started,
     started_redis,
     wait_until,
 )
@@ -149,9 +149,7 @@ class ConnectionTests(TestCase):
         redis.start()
         self.addCleanup(redis.cleanup)
         url = f"redis://:new-password@{LOCALHOST}:{redis.port}/0"
-        connection = RedisConnection(RedisSettings.from_url(url), reactor, 0.5)
-        connection.start()
-        self.addCleanup(connection.stop)
+        connection = started(self, url, 0.5)
         with self.assertRaises(RedisUnavailable):
             await connection.command("PING")
         self.assertFalse(connection.connected())
@@ -170,14 +168,22 @@ class ConnectionTests(TestCase):
         in_db3 = "redis.call('SELECT', 3) return redis.call('GET', 'here')"
         self.assertEqual(redis.command("EVAL", in_db3, 0), b"1")
 
-    async def test_tls(self) -> None:
-        """rediss:// with ssl_ca_certs talks TLS to a Redis with that certificate."""
+    def tls_redis(self) -> tuple[RedisServer, str]:
+        """
+        A started C{redis-server} taking TLS with a new self-signed
+        certificate, and that certificate's file; stopped after the test.
+        """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         key, cert, _ = self_signed(directory)
         redis = RedisServer(tls=(cert, key))
         redis.start()
         self.addCleanup(redis.cleanup)
+        return redis, cert
+
+    async def test_tls(self) -> None:
+        """rediss:// with ssl_ca_certs talks TLS to a Redis with that certificate."""
+        redis, cert = self.tls_redis()
         url = f"rediss://{LOCALHOST}:{redis.tls_port}/0?ssl_ca_certs={cert}"
         connection = await connected(self, url)
         self.assertEqual(await connection.command("SET", "over-tls", "1"), "OK")
@@ -185,16 +191,9 @@ class ConnectionTests(TestCase):
 
     async def test_tls_untrusted(self) -> None:
         """rediss:// refuses a Redis whose certificate it does not trust."""
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        key, cert, _ = self_signed(directory)
-        redis = RedisServer(tls=(cert, key))
-        redis.start()
-        self.addCleanup(redis.cleanup)
+        redis, _ = self.tls_redis()
         url = f"rediss://{LOCALHOST}:{redis.tls_port}/0"
-        connection = RedisConnection(RedisSettings.from_url(url), reactor, 0.5)
-        connection.start()
-        self.addCleanup(connection.stop)
+        connection = started(self, url, 0.5)
         with self.assertRaises(RedisUnavailable):
             await connection.command("PING")
         self.assertFalse(connection.connected())
@@ -202,29 +201,23 @@ class ConnectionTests(TestCase):
     async def test_never_connected(self) -> None:
         """With no Redis at start, a call waits for it at most the timeout."""
         redis = RedisServer()  # never started: nothing listens there
-        connection = RedisConnection(RedisSettings.from_url(redis.url), reactor, 0.3)
-        connection.start()
-        self.addCleanup(connection.stop)
-        started = time.monotonic()
+        connection = started(self, redis.url, 0.3)
+        began = time.monotonic()
         with self.assertRaises(RedisUnavailable):
             await connection.command("PING")
-        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertLess(time.monotonic() - began, 2.0)
         self.assertFalse(connection.healthy())
 
     async def test_waits_for_first_connection(self) -> None:
         """A call made while the first connection is being made waits for it."""
         redis = started_redis(self)
-        connection = RedisConnection(RedisSettings.from_url(redis.url), reactor, 5.0)
-        connection.start()
-        self.addCleanup(connection.stop)
+        connection = started(self, redis.url, 5.0)
         self.assertEqual(await connection.command("PING"), "PONG")
 
     async def test_script_waits_for_first_connection(self) -> None:
         """A script run while the first connection is being made waits for it."""
         redis = started_redis(self)
-        connection = RedisConnection(RedisSettings.from_url(redis.url), reactor, 5.0)
-        connection.start()
-        self.addCleanup(connection.stop)
+        connection = started(self, redis.url, 5.0)
         self.assertEqual(
             await connection.run(ECHO, ["k"], [b"a", 41]), [b"k", b"a", 42, None, 1]
         )
