@@ -5,7 +5,7 @@ database (C{--database PATH}), served from memory, written by one process.
     reactor (server process)               writer process (durable_writer)
     ------------------------               -------------------------------
     login / score post: one line,
-    queued with its Deferred
+    queued with its Pending answer
     end of the reactor turn: one  ---->    stdin: take everything there (a batch)
     pipe write of the turn's lines         BEGIN; write the batch; COMMIT (fsync)
     apply to memory, answer, in   <----    stdout: "<count>" or "E <count> <why>"
@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from gameserver import durable_writer
 from gameserver.direct_write import write_through
 from gameserver.leaderboard import LIST_LENGTH, Leaderboards
-from gameserver.scores import Capacity
+from gameserver.scores import Capacity, Pending
 from gameserver.sessions import SignedSessions, StoredSessions
 
 # "GSDB": marks a SQLite file as a gameserver database.
@@ -247,11 +247,11 @@ def _validate(connection: sqlite3.Connection, what: str) -> None:
         raise DatabaseError(f"{what} is damaged: {'; '.join(problems)}")
 
 
-# A write waiting for its commit: the Deferred to fire, then what to apply to
+# A write waiting for its commit: the Pending to fire, then what to apply to
 # memory once it is committed.  Plain tuples: the reactor makes one per write.
-#   (deferred, level, user, score, seq)    a score
-#   (deferred, user, key, deadline)        a stored-mode login
-_Pending: TypeAlias = tuple[Any, ...]
+#   (answer, level, user, score, seq)      a score
+#   (answer, user, key, deadline)          a stored-mode login
+_Write: TypeAlias = tuple[Any, ...]
 
 # The package's parent directory: the writer process imports gameserver
 # from there, however the server itself found it.
@@ -290,7 +290,7 @@ class _Writer(ProcessProtocol):
         self,
         path: str,
         reactor: Any,
-        done: Callable[[list[_Pending], Exception | None], None],
+        done: Callable[[list[_Write], Exception | None], None],
     ) -> None:
         self._path = os.path.abspath(path)
         self._reactor = reactor
@@ -301,7 +301,7 @@ class _Writer(ProcessProtocol):
         # Lines not yet written to the process: the tail of _pending.
         self._lines: list[bytes] = []
         self._flushing: IDelayedCall | None = None
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Write] = deque()
         self._acks = b""
         self._errors = b""
         self._stopped: Deferred[None] | None = None
@@ -324,7 +324,7 @@ class _Writer(ProcessProtocol):
         """
         return None if self._process is None else self._process.pid
 
-    def put(self, line: bytes, pending: _Pending) -> None:
+    def put(self, line: bytes, pending: _Write) -> None:
         """
         Queue a write: C{line} for the process, C{pending} for the answer.
         """
@@ -626,26 +626,29 @@ class DurableScores:
         )
         return cls(database, clock, sessions, boards, next_seq, reactor, capacity)
 
-    def login(self, user: int) -> "bytes | Deferred[bytes]":
+    def login(self, user: int) -> "bytes | Pending[bytes] | Deferred[bytes]":
         sessions = self.sessions
         if isinstance(sessions, SignedSessions):
             return sessions.issue(user)  # nothing to store
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
-        coming = self._users_coming
-        refused = self.capacity.refuses_login(sessions, user, coming)
-        if refused is not None:
-            return refused
-        if not sessions.has_session(user):
-            coming[user] = coming.get(user, 0) + 1
+        if self.capacity.max_sessions:
+            coming = self._users_coming
+            refused = self.capacity.refuses_login(sessions, user, coming)
+            if refused is not None:
+                return refused
+            if not sessions.has_session(user):
+                coming[user] = coming.get(user, 0) + 1
         key, deadline = sessions.prepare(user)
-        deferred: Deferred[bytes] = Deferred()
+        answer: Pending[bytes] = Pending()
         self.writer.put(
-            b'L%d,"%s",%r\n' % (user, key, deadline), (deferred, user, key, deadline)
+            b'L%d,"%s",%r\n' % (user, key, deadline), (answer, user, key, deadline)
         )
-        return deferred
+        return answer
 
-    def post_score(self, key: bytes, level: int, score: int) -> "bool | Deferred[bool]":
+    def post_score(
+        self, key: bytes, level: int, score: int
+    ) -> "bool | Pending[bool] | Deferred[bool]":
         user = self.sessions.user_for(key)
         if user is None:
             return False
@@ -654,20 +657,21 @@ class DurableScores:
             return True
         if self._stopping:
             return fail(DatabaseError("the store is stopping"))
-        coming = self._levels_coming
-        refused = self.capacity.refuses_level(boards, level, coming)
-        if refused is not None:
-            return refused
-        if level not in boards:
-            coming[level] = coming.get(level, 0) + 1
+        if self.capacity.max_levels:
+            coming = self._levels_coming
+            refused = self.capacity.refuses_level(boards, level, coming)
+            if refused is not None:
+                return refused
+            if level not in boards:
+                coming[level] = coming.get(level, 0) + 1
         seq = self._next_seq
         self._next_seq = seq + 1
-        deferred: Deferred[bool] = Deferred()
+        answer: Pending[bool] = Pending()
         self.writer.put(
             b"S%d,%d,%d,%d\n" % (level, user, score, seq),
-            (deferred, level, user, score, seq),
+            (answer, level, user, score, seq),
         )
-        return deferred
+        return answer
 
     def high_score_list(self, level: int) -> bytes:
         return self.boards.body(level)
@@ -705,13 +709,14 @@ class DurableScores:
 
         return self.writer.stop().addCallback(release)
 
-    def _committed(self, batch: list[_Pending], error: Exception | None) -> None:
-        for write in batch:
-            # Landed or failed, a write no longer adds a user or a level.
-            if len(write) == 5:
-                _settle(self._levels_coming, write[1])
-            else:
-                _settle(self._users_coming, write[1])
+    def _committed(self, batch: list[_Write], error: Exception | None) -> None:
+        if self._users_coming or self._levels_coming:
+            for write in batch:
+                # Landed or failed, a write no longer adds a user or a level.
+                if len(write) == 5:
+                    _settle(self._levels_coming, write[1])
+                else:
+                    _settle(self._users_coming, write[1])
         if error is not None:
             self.log.error(
                 "commit of {count} writes to {path} failed: {error}",
@@ -719,9 +724,8 @@ class DurableScores:
                 path=self._database.path,
                 error=_reason(error),
             )
-            failure = Failure(error)
             for write in batch:
-                write[0].errback(failure)
+                write[0].fail(error)
             return
         # Apply the whole batch, then answer it: in commit order either way.
         record = self.boards.record
@@ -735,7 +739,7 @@ class DurableScores:
                 assert isinstance(sessions, StoredSessions)
                 sessions.admit(user, key, deadline)
         for write in batch:
-            write[0].callback(True if len(write) == 5 else write[2])
+            write[0].fire(True if len(write) == 5 else write[2])
 
 
 def _settle(coming: dict[int, int], item: int) -> None:

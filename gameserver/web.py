@@ -25,6 +25,7 @@ from gameserver.scores import (
     RETRY_AFTER,
     CapacityError,
     Outcome,
+    Pending,
     ScoresBackend,
     log_store_failure,
 )
@@ -168,10 +169,11 @@ class Action(Resource):
         render: Callable[[Request, T], Rendered],
     ) -> Rendered:
         """
-        Render C{outcome} with C{render} now, or once its L{Deferred} fires;
-        a failed outcome (the store is unusable) becomes C{503}.
+        Render C{outcome} with C{render} now, or once its L{Pending} or
+        L{Deferred} fires; a failed outcome (the store is unusable) becomes
+        C{503}.
         """
-        if not isinstance(outcome, Deferred):
+        if not isinstance(outcome, (Pending, Deferred)):
             return render(request, outcome)
 
         lost = lost_test(request)
@@ -206,7 +208,10 @@ class Action(Resource):
                 request.setHeader(b"retry-after", RETRY_AFTER)
                 error(request, 503, "Service Unavailable", "Try again later.")
 
-        outcome.addCallbacks(done, failed)
+        if isinstance(outcome, Pending):
+            outcome.then(done, failed)
+        else:
+            outcome.addCallbacks(done, failed)
         return NOT_DONE_YET
 
 

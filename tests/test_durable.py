@@ -35,7 +35,7 @@ from gameserver.durable import (
     WriterError,
     open_database,
 )
-from gameserver.scores import Capacity, CapacityError
+from gameserver.scores import Capacity, CapacityError, Pending
 from gameserver.sessions import StoredSessions
 
 T = TypeVar("T")
@@ -43,10 +43,15 @@ SECRET = b"a secret of more than sixteen bytes"
 START = 1_000_000.0
 
 
-def deferred(outcome: T | Deferred[T]) -> Deferred[T]:
+def deferred(outcome: T | Pending[T] | Deferred[T]) -> Deferred[T]:
     """
-    The outcome, which must be a Deferred.
+    The outcome, which must come later (a Pending or a Deferred), as a
+    Deferred.
     """
+    if isinstance(outcome, Pending):
+        later: Deferred[T] = Deferred()
+        outcome.then(later.callback, later.errback)
+        return later
     assert isinstance(outcome, Deferred)
     return outcome
 
@@ -78,13 +83,13 @@ class StoreTestCase(TestCase):
 
     async def login(self, store: DurableScores, user: int) -> bytes:
         outcome = store.login(user)
-        return outcome if isinstance(outcome, bytes) else await outcome
+        return outcome if isinstance(outcome, bytes) else await deferred(outcome)
 
     async def post(
         self, store: DurableScores, key: bytes, level: int, score: int
     ) -> bool:
         outcome = store.post_score(key, level, score)
-        return outcome if isinstance(outcome, bool) else await outcome
+        return outcome if isinstance(outcome, bool) else await deferred(outcome)
 
     def rows(self, query: str) -> list[Any]:
         """
@@ -190,7 +195,7 @@ class WriteTests(StoreTestCase):
         """A stored-mode login answers with a key only once its row is on disk."""
         store = self.open()
         outcome = store.login(7)
-        self.assertIsInstance(outcome, Deferred)
+        self.assertIsInstance(outcome, Pending)
         key = await self.login(store, 7)
         self.assertEqual(
             self.rows("SELECT user, key, deadline FROM sessions"),
@@ -390,12 +395,16 @@ class BatchingTests(StoreTestCase):
         pending: list[Deferred[Any]] = []
         pid = self.pause(store)
         for number in range(60):
-            outcome: Any = (
+            outcome: Deferred[Any] = deferred(
                 store.login(100 + number)
                 if number % 3
                 else store.post_score(key, number, 10)
             )
-            outcome.addCallback(lambda _, n=number: answered.append(n))
+
+            def note(_: object, n: int = number) -> None:
+                answered.append(n)
+
+            outcome.addCallback(note)
             pending.append(outcome)
             if number == 20:
                 store.writer.flush()
@@ -420,6 +429,25 @@ class BatchingTests(StoreTestCase):
         self.assertEqual(
             self.rows("SELECT key FROM sessions WHERE user = 5"), [(key2,)]
         )
+
+    async def test_raising_answer_spares_the_batch(self) -> None:
+        """A consumer that raises on one answer is logged; the batch's others go out."""
+        store = self.open()
+        await self.login(store, 99)
+        pid = self.pause(store)
+        outcomes = [store.login(user) for user in (1, 2, 3)]
+        self.resume(pid)
+        broken = outcomes[1]
+        assert isinstance(broken, Pending)
+
+        def bug(result: object) -> None:
+            raise ValueError("a bug in the consumer")
+
+        broken.then(bug, bug)
+        first, third = await deferred(outcomes[0]), await deferred(outcomes[2])
+        self.assertEqual(store.sessions.user_for(first), 1)
+        self.assertEqual(store.sessions.user_for(third), 3)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class RecoveryTests(StoreTestCase):
@@ -997,7 +1025,7 @@ class JournalTests(StoreTestCase):
         self.assertEqual(self.raw("SELECT * FROM journal"), [])
         self.assertEqual(len(self.raw("SELECT * FROM scores")), 2)
         post = store.post_score(b"key2", 1, 36)
-        self.assertIsInstance(post, Deferred)  # seq goes on after the journal's
+        self.assertIsInstance(post, Pending)  # seq goes on after the journal's
         self.assertEqual(store._next_seq, 8)
 
     def test_load_refuses_altered_journal(self) -> None:

@@ -23,7 +23,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from gameserver.channel import GameHTTPFactory
 from gameserver.leaderboard import Leaderboards
 from gameserver.redis_scores import RedisScores
-from gameserver.scores import MemoryScores
+from gameserver.scores import CapacityError, MemoryScores, Pending
 from gameserver.sessions import SignedSessions, StoredSessions
 from gameserver.web import GameRoot
 from tests.redis_support import SKIP_REASON, connected, started_redis
@@ -459,6 +459,50 @@ class AsyncBackendTests(TestCase):
         stub.flush()
         self.assertEqual(responses[0].code, 200)
         self.assertEqual(await responses[0].content(), b"1=2")
+
+    async def test_pending_outcome(self) -> None:
+        """A Pending outcome (the durable store's) is answered when it fires."""
+        pending: Pending[bytes] = Pending()
+
+        class Later(MemoryScores):
+            def login(self, user: int) -> Any:
+                return pending
+
+        h = Harness()
+        stub: Any = StubTreq(GameRoot(Later(h.scores.sessions, h.scores.boards)))
+        responses: list[Any] = []
+        stub.get(BASE + "/1/login").addCallback(responses.append)
+        stub.flush()
+        self.assertEqual(responses, [])
+        pending.fire(b"k" * 22)
+        stub.flush()
+        self.assertEqual(responses[0].code, 200)
+        self.assertEqual(await responses[0].content(), b"k" * 22)
+
+    async def test_failed_pending_outcome(self) -> None:
+        """A failed Pending answers 503, with Retry-After 60 at a capacity bound."""
+        outcomes: list[Pending[bool]] = []
+
+        class Failing(MemoryScores):
+            def login(self, user: int) -> Any:
+                outcomes.append(Pending())
+                return outcomes[-1]
+
+        h = Harness()
+        stub: Any = StubTreq(GameRoot(Failing(h.scores.sessions, h.scores.boards)))
+        responses: list[Any] = []
+        for _ in range(2):
+            stub.get(BASE + "/1/login").addCallback(responses.append)
+        stub.flush()
+        outcomes[0].fail(OSError("disk on fire"))
+        outcomes[1].fail(CapacityError("10 live sessions"))
+        stub.flush()
+        self.assertEqual([r.code for r in responses], [503, 503])
+        self.assertEqual(
+            [r.headers.getRawHeaders(b"retry-after") for r in responses],
+            [[b"1"], [b"60"]],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     async def test_failed_outcome(self) -> None:
         """A failed outcome (an unusable store) answers 503."""
