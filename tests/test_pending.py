@@ -43,20 +43,14 @@ class PendingTests(TestCase):
         self.assertEqual(consumer.failures, [])
 
     def test_value_before_consumer(self) -> None:
-        """A value given before the consumer came is delivered when it comes."""
-        pending: Pending[bool] = Pending()
-        pending.fire(False)
-        consumer = Consumer()
-        consumer.take(pending)
-        self.assertEqual(consumer.values, [False])
-
-    def test_none_is_a_value(self) -> None:
-        """None is delivered as a value, not taken for "no result yet"."""
-        pending: Pending[None] = Pending()
-        pending.fire(None)
-        consumer = Consumer()
-        consumer.take(pending)
-        self.assertEqual(consumer.values, [None])
+        """A value given first (even False or None) waits for the consumer."""
+        for value in (b"key", False, None):
+            pending: Pending[object] = Pending()
+            pending.fire(value)
+            consumer = Consumer()
+            consumer.take(pending)
+            self.assertEqual(consumer.values, [value])
+            self.assertEqual(consumer.failures, [])
 
     def test_failure_after_consumer(self) -> None:
         """A failure given after the consumer came reaches its failure callback."""

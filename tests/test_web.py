@@ -4,6 +4,7 @@ through C{treq.testing.StubTreq}.
 """
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
@@ -441,13 +442,17 @@ class AsyncBackendTests(TestCase):
     The web layer serves backends that answer later, as durable stores will.
     """
 
-    async def test_deferred_outcome(self) -> None:
-        """A Deferred outcome is answered when it fires."""
-        pending: Deferred[bytes] = Deferred()
+    async def answered_once_fired(
+        self, outcome: Any, fire: Callable[[bytes], object]
+    ) -> None:
+        """
+        Check that a list read whose store answers with C{outcome} gets its
+        response only once C{fire} gives the body.
+        """
 
         class Later(MemoryScores):
             def high_score_list(self, level: int) -> Any:
-                return pending
+                return outcome
 
         h = Harness()
         stub: Any = StubTreq(GameRoot(Later(h.scores.sessions, h.scores.boards)))
@@ -455,29 +460,20 @@ class AsyncBackendTests(TestCase):
         stub.get(BASE + "/1/highscorelist").addCallback(responses.append)
         stub.flush()
         self.assertEqual(responses, [])
-        pending.callback(b"1=2")
+        fire(b"1=2")
         stub.flush()
         self.assertEqual(responses[0].code, 200)
         self.assertEqual(await responses[0].content(), b"1=2")
 
+    async def test_deferred_outcome(self) -> None:
+        """A Deferred outcome is answered when it fires."""
+        later: Deferred[bytes] = Deferred()
+        await self.answered_once_fired(later, later.callback)
+
     async def test_pending_outcome(self) -> None:
         """A Pending outcome (the durable store's) is answered when it fires."""
-        pending: Pending[bytes] = Pending()
-
-        class Later(MemoryScores):
-            def login(self, user: int) -> Any:
-                return pending
-
-        h = Harness()
-        stub: Any = StubTreq(GameRoot(Later(h.scores.sessions, h.scores.boards)))
-        responses: list[Any] = []
-        stub.get(BASE + "/1/login").addCallback(responses.append)
-        stub.flush()
-        self.assertEqual(responses, [])
-        pending.fire(b"k" * 22)
-        stub.flush()
-        self.assertEqual(responses[0].code, 200)
-        self.assertEqual(await responses[0].content(), b"k" * 22)
+        later: Pending[bytes] = Pending()
+        await self.answered_once_fired(later, later.fire)
 
     async def test_failed_pending_outcome(self) -> None:
         """A failed Pending answers 503, with Retry-After 60 at a capacity bound."""
