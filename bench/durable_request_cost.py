@@ -87,15 +87,16 @@ class StandInReactor(Clock):
         return lines
 
 
-def stack(durable: bool) -> tuple[GameHTTPFactory, StandInReactor]:
+def stack(directory: str | None) -> tuple[GameHTTPFactory, StandInReactor]:
+    """
+    The site on the in-memory store, or on a durable one in C{directory}.
+    """
     clock = StandInReactor()
     clock.advance(time.time())
     scores: ScoresBackend
-    if durable:
-        path = os.path.join(tempfile.mkdtemp(prefix="gameserver-bench-"), "game.db")
-        scores = DurableScores.load(
-            open_database(path), clock, "stored", TTL, reactor=clock
-        )
+    if directory is not None:
+        database = open_database(os.path.join(directory, "game.db"))
+        scores = DurableScores.load(database, clock, "stored", TTL, reactor=clock)
     else:
         scores = MemoryScores(StoredSessions(clock, TTL), Leaderboards())
     return GameHTTPFactory(GameRoot(scores), clock), clock
@@ -140,7 +141,14 @@ def run(durable: bool, count: int, batch: int, seed: int) -> tuple[float, int, i
     """
     Seconds for C{count} requests, the lines written, and the commits.
     """
-    factory, clock = stack(durable)
+    with tempfile.TemporaryDirectory(prefix="gameserver-bench-") as directory:
+        return _run(stack(directory if durable else None), count, batch, seed)
+
+
+def _run(
+    site: tuple[GameHTTPFactory, StandInReactor], count: int, batch: int, seed: int
+) -> tuple[float, int, int]:
+    factory, clock = site
     channel, transport = connect(factory)
     keys = []
     for user in range(1, 1001):

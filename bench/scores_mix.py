@@ -26,6 +26,7 @@ redis-server).
 """
 
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -115,9 +116,11 @@ def gameserver(port: int) -> list[str]:
 
 
 def durable_gameserver(port: int) -> list[str]:
-    # A fresh database per run, so every run starts from the same state.
-    path = os.path.join(tempfile.mkdtemp(prefix="gameserver-bench-"), "game.db")
-    return [*gameserver(port), "--database", path]
+    # A fresh database per run, so every run starts from the same state;
+    # removed when the benchmark exits (its servers are stopped by then).
+    directory = tempfile.mkdtemp(prefix="gameserver-bench-")
+    atexit.register(shutil.rmtree, directory, True)
+    return [*gameserver(port), "--database", os.path.join(directory, "game.db")]
 
 
 def bare_twisted_web(port: int) -> list[str]:

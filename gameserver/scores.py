@@ -59,14 +59,11 @@ class Pending(Generic[T]):
         """
         if self._done is not None:
             raise RuntimeError("a Pending has one consumer")
+        self._done = done
+        self._failed = failed
         result = self._result
-        if result is _UNSET:
-            self._done = done
-            self._failed = failed
-        elif isinstance(result, Failure):
-            self._deliver(failed, result)
-        else:
-            self._deliver(done, result)
+        if result is not _UNSET:
+            self._deliver(failed if isinstance(result, Failure) else done, result)
 
     def fire(self, value: T) -> None:
         """
@@ -77,7 +74,6 @@ class Pending(Generic[T]):
         self._result = value
         done = self._done
         if done is not None:
-            self._done = self._failed = None
             self._deliver(done, value)
 
     def fail(self, error: BaseException) -> None:
@@ -89,7 +85,6 @@ class Pending(Generic[T]):
         failure = self._result = Failure(error)
         failed = self._failed
         if failed is not None:
-            self._done = self._failed = None
             self._deliver(failed, failure)
 
     def _deliver(self, callback: Callable[[Any], object], result: object) -> None:

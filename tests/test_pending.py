@@ -82,10 +82,16 @@ class PendingTests(TestCase):
         self.assertRaises(RuntimeError, failed.fire, 2)
 
     def test_one_consumer(self) -> None:
-        """A second consumer is refused."""
-        pending: Pending[int] = Pending()
-        Consumer().take(pending)
-        self.assertRaises(RuntimeError, Consumer().take, pending)
+        """A second consumer is refused, before the result and after it."""
+        waiting: Pending[int] = Pending()
+        Consumer().take(waiting)
+        self.assertRaises(RuntimeError, Consumer().take, waiting)
+        waiting.fire(1)
+        self.assertRaises(RuntimeError, Consumer().take, waiting)
+        given: Pending[int] = Pending()
+        given.fire(1)
+        Consumer().take(given)
+        self.assertRaises(RuntimeError, Consumer().take, given)
 
     def test_raising_consumer_is_logged(self) -> None:
         """A consumer that raises is logged; whoever gave the result goes on."""

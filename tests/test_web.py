@@ -477,25 +477,29 @@ class AsyncBackendTests(TestCase):
 
     async def test_failed_pending_outcome(self) -> None:
         """A failed Pending answers 503, with Retry-After 60 at a capacity bound."""
-        outcomes: list[Pending[bool]] = []
+        outcomes: dict[int, Pending[bytes]] = {}
 
         class Failing(MemoryScores):
             def login(self, user: int) -> Any:
-                outcomes.append(Pending())
-                return outcomes[-1]
+                outcomes[user] = Pending()
+                return outcomes[user]
 
         h = Harness()
         stub: Any = StubTreq(GameRoot(Failing(h.scores.sessions, h.scores.boards)))
-        responses: list[Any] = []
-        for _ in range(2):
-            stub.get(BASE + "/1/login").addCallback(responses.append)
+        responses: dict[int, Any] = {}
+        for user in (1, 2):
+
+            def answered(response: Any, user: int = user) -> None:
+                responses[user] = response
+
+            stub.get(BASE + f"/{user}/login").addCallback(answered)
         stub.flush()
-        outcomes[0].fail(OSError("disk on fire"))
-        outcomes[1].fail(CapacityError("10 live sessions"))
+        outcomes[1].fail(OSError("disk on fire"))
+        outcomes[2].fail(CapacityError("10 live sessions"))
         stub.flush()
-        self.assertEqual([r.code for r in responses], [503, 503])
+        self.assertEqual([responses[u].code for u in (1, 2)], [503, 503])
         self.assertEqual(
-            [r.headers.getRawHeaders(b"retry-after") for r in responses],
+            [responses[u].headers.getRawHeaders(b"retry-after") for u in (1, 2)],
             [[b"1"], [b"60"]],
         )
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
