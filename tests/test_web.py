@@ -517,7 +517,6 @@ class AsyncBackendTests(TestCase):
         self.assertEqual(response.code, 503)
         self.flushLoggedErrors(OSError)
 
-
     def test_client_gone_before_answer(self) -> None:
         """A late answer to a client that hung up is dropped, by both requests."""
         pending: list[Deferred[bytes]] = []
