@@ -324,9 +324,10 @@ class _Writer(ProcessProtocol):
         """
         return None if self._process is None else self._process.pid
 
-    def put(self, line: bytes, pending: _Write) -> None:
+    def put(self, line: bytes, write: _Write) -> None:
         """
-        Queue a write: C{line} for the process, C{pending} for the answer.
+        Queue a write: C{line} for the process, C{write} (its answer and
+        what to apply) for when it is committed.
         """
         lines = self._lines
         # While a batch is being committed, the lines wait for its
@@ -334,7 +335,7 @@ class _Writer(ProcessProtocol):
         # the end of this reactor turn.
         idle = len(self._pending) == len(lines)
         lines.append(line)
-        self._pending.append(pending)
+        self._pending.append(write)
         if idle and self._flushing is None:
             self._flushing = self._reactor.callLater(0, self.flush)
 
